@@ -1,0 +1,5 @@
+import sys
+
+from imgsynth.cli import main
+
+sys.exit(main())

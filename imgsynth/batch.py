@@ -1,0 +1,49 @@
+"""Mini-batch execution shared by every stage.
+
+A stage exposes a *mini-batch entry*: a function taking a list of inputs and returning one
+result per input. The same function runs locally over a process pool (``run_minibatches``)
+and on Azure ML, where a parallel job or batch endpoint hands it its mini-batches.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import TypeVar
+
+from imgsynth.utils.log import progress
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+def chunked(items: Sequence[In], size: int) -> list[list[In]]:
+    size = max(1, int(size))
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def run_minibatches(
+    entry: Callable[[list[In]], list[Out]],
+    items: Sequence[In],
+    *,
+    workers: int = 1,
+    batch_size: int = 16,
+    description: str = "processing",
+) -> list[Out]:
+    """Run ``entry`` over ``items`` in mini-batches, in ``workers`` processes; results keep input order.
+
+    ``entry`` must be a picklable top-level function (``functools.partial`` of one is fine) and
+    must not raise for a bad item: it reports the failure in that item's result.
+    """
+    batches = chunked(items, batch_size)
+    results: list[Out] = []
+    if workers <= 1 or len(batches) <= 1:
+        for batch in progress(batches, total=len(batches), description=description):
+            results.extend(entry(batch))
+        return results
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        for out in progress(pool.map(entry, batches), total=len(batches), description=description):
+            results.extend(out)
+    return results

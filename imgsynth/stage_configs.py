@@ -1,0 +1,5 @@
+"""Imports each stage's config schema so that ``kind:`` names resolve.
+
+Each stage keeps its schema in a light module (pydantic only, no torch) and adds one import
+here; ``imgsynth.config.config_kinds()`` imports this module on first use.
+"""
