@@ -114,7 +114,10 @@ def demo_placeholder() -> int:
 
 
 def _register_stages() -> None:
-    """Attach each stage's subcommands (the modules import their heavy dependencies lazily)."""
+    """Attach each stage's subcommands (the modules import their heavy dependencies lazily).
+
+    Each stage package has a light ``cli.py`` with ``register(app)``; one line per stage here.
+    """
 
 
 _register_stages()
