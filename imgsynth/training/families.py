@@ -2,3 +2,5 @@
 
 One line per family; each module calls ``register_family(ModelFamily(...))`` at import.
 """
+
+import imgsynth.training.ldm  # noqa: E402,F401  (family "ldm")
