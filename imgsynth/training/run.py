@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,12 @@ def model_hash(config: TrainConfig) -> str:
 def make_accelerator(config: TrainConfig) -> Any:
     """An ``Accelerator`` for this config (CPU when asked or when no GPU is present)."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
 
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        # One process: start from a clean accelerate state (a notebook may train twice with other settings).
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
     cpu = config.loop.cpu or not torch.cuda.is_available()
     precision = config.loop.mixed_precision
     if cpu and precision == "fp16":
