@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from imgsynth.config import load_config
 from imgsynth.contracts import Dataset, RunFolder
