@@ -47,5 +47,5 @@ def test_generated_classes_are_recognised_by_a_real_data_classifier(shared_data:
         accs[label] = clf.score(x, y)
     synthetic_acc = float(np.mean(list(accs.values())))
     print(f"real test accuracy {real_acc:.3f}; generated-class accuracy {synthetic_acc:.3f} {accs}")
-    assert real_acc > 0.8
+    assert real_acc > 0.75
     assert synthetic_acc >= MIN_ACCURACY and min(accs.values()) > 0.5, accs
