@@ -100,8 +100,8 @@ class AutoencoderTask(Task):
         if self.perceptual is not None:
             self.perceptual.to(accelerator.device)
 
-    def _reconstruction_terms(self, x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor,
-                              rng: KeyedRandom) -> dict[str, torch.Tensor]:
+    def _reconstruction_terms(self, x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor,
+                              sigma: torch.Tensor) -> dict[str, torch.Tensor]:
         diff = recon.float() - x.float()
         terms = {"recon": _per_item(diff.abs() if self.losses.recon == "l1" else diff.pow(2)), "kl": kl_divergence(mu, sigma)}
         if self.perceptual is not None:
@@ -114,7 +114,7 @@ class AutoencoderTask(Task):
         if ctx.phase.name == "G_main":
             eps = ctx.rng.randn(self.latent, "z")  # reparameterisation noise, keyed per item
             recon, mu, sigma = nets["autoencoder"](x, eps)
-            terms = self._reconstruction_terms(x, recon, mu, sigma, ctx.rng)
+            terms = self._reconstruction_terms(x, recon, mu, sigma)
             loss = terms["recon"].mean() + w.kl_weight * terms["kl"].mean()
             if "perceptual" in terms:
                 loss = loss + w.perceptual_weight * terms["perceptual"].mean()
@@ -139,7 +139,7 @@ class AutoencoderTask(Task):
     def val_loss(self, nets: Mapping[str, nn.Module], batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
         x = batch["image"]
         recon, mu, sigma = nets["autoencoder"](x)  # the mean latent: deterministic
-        terms = self._reconstruction_terms(x, recon, mu, sigma, ctx.rng)
+        terms = self._reconstruction_terms(x, recon, mu, sigma)
         terms["loss"] = terms["recon"]
         return terms
 
@@ -229,6 +229,9 @@ class DiffusionTask(Task):
 
     def metadata(self) -> dict[str, str]:
         return {"latent_scale_factor": repr(self.scale_factor)}
+
+    def model_info(self) -> dict[str, Any]:
+        return {"latent_scale_factor": self.scale_factor}
 
 
 # =============================================================================================

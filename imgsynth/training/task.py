@@ -189,6 +189,11 @@ class Task(ABC):
         """Strings stored in the header of ``weights/<stage>[-ema].safetensors``."""
         return {}
 
+    def model_info(self) -> dict[str, Any]:
+        """Entries written to the run's ``model.json`` when the stage starts (e.g. the latent scale
+        factor); keys that are not ``ModelInfo`` fields go to its ``extra``."""
+        return {}
+
 
 # =============================================================================================
 # Generators: what `imgsynth generate` needs from any family
