@@ -118,13 +118,13 @@ class AutoencoderTask(Task):
             loss = terms["recon"].mean() + w.kl_weight * terms["kl"].mean()
             if "perceptual" in terms:
                 loss = loss + w.perceptual_weight * terms["perceptual"].mean()
-            logs = {k: float(v.detach().mean()) for k, v in terms.items()}
+            logs = {k: v.detach().mean() for k, v in terms.items()}
             if w.adv_weight > 0 and ctx.kimg >= w.adv_warmup_kimg:
                 g_adv = self.adversarial.generator(nets["discriminator"](recon.float().contiguous())[-1])
                 loss = loss + w.adv_weight * g_adv
-                logs["g_adv"] = float(g_adv.detach())
+                logs["g_adv"] = g_adv.detach()
                 self._recon[ctx.micro] = recon.detach()
-            logs["loss"] = float(loss.detach())
+            logs["loss"] = loss.detach()
             return loss, logs
         # D_main: real vs the reconstructions of the G phase, in one discriminator pass.
         fake = self._recon.pop(ctx.micro, None)
@@ -134,7 +134,7 @@ class AutoencoderTask(Task):
         logits = nets["discriminator"](torch.cat([fake.float(), x.float()]).contiguous())[-1]
         logits_fake, logits_real = logits.chunk(2)
         d_loss = self.adversarial.discriminator(logits_fake, logits_real)
-        return w.adv_weight * d_loss, {"loss": float(d_loss.detach())}
+        return w.adv_weight * d_loss, {"loss": d_loss.detach()}
 
     def val_loss(self, nets: Mapping[str, nn.Module], batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
         x = batch["image"]
@@ -199,7 +199,7 @@ class DiffusionTask(Task):
     def loss(self, nets: Mapping[str, nn.Module], batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
         per_item = self._denoising(nets["unet"], batch, ctx.rng, self.cfg.conditioning.dropout)
         loss = per_item.mean()
-        return loss, {"loss": float(loss.detach())}
+        return loss, {"loss": loss.detach()}
 
     def val_loss(self, nets: Mapping[str, nn.Module], batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
         return {"loss": self._denoising(nets["unet"], batch, ctx.rng, 0.0)}

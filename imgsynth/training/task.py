@@ -156,7 +156,10 @@ class Task(ABC):
 
     @abstractmethod
     def loss(self, nets: Mapping[str, nn.Module], batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
-        """Scalar loss of ``ctx.phase`` on one micro-batch (mean over its items) and numbers to log."""
+        """Scalar loss of ``ctx.phase`` on one micro-batch (mean over its items) and numbers to log
+        (floats or detached 0-d tensors; tensors are read only when a record is written, so
+        logging costs no GPU synchronisation per step). A ``loss`` entry of the first phase
+        becomes the record's ``loss``."""
 
     def ema_targets(self) -> list[str]:
         """Networks that get an EMA copy (used for previews, validation and generation)."""
