@@ -121,7 +121,10 @@ def train(
     for name in stages:
         config.stage(name).accumulation(processes, where=f"stages.{name}")
 
-    # Lay out the run folder (main process), everyone waits for it.
+    # Metrics sink first (a missing optional dependency fails before anything is written), then
+    # lay out the run folder (main process); everyone waits for it.
+    sink = (MetricsSink(run, mlflow=config.logging.mlflow, experiment=config.logging.experiment,
+                        tracking_uri=config.logging.tracking_uri) if main else NullSink())
     if main:
         model = ModelInfo(family=config.model.family, spatial_dims=config.model.spatial_dims,
                           stages={s: StageStatus(budget_kimg=config.stage(s).kimg) for s in stages},
@@ -132,8 +135,6 @@ def train(
         info.config_hash = config_hash(config)
         run.write_model_info(info)
     accelerator.wait_for_everyone()
-    sink = (MetricsSink(run, mlflow=config.logging.mlflow, experiment=config.logging.experiment,
-                        tracking_uri=config.logging.tracking_uri) if main else NullSink())
     result = TrainResult(run=run.root)
     try:
         for index, name in enumerate(stages):
