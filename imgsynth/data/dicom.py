@@ -136,6 +136,12 @@ def _floats(value: Any, n: int) -> list[float] | None:
     return out if len(out) == n and all(math.isfinite(v) for v in out) else None
 
 
+def _short(exc: BaseException, limit: int = 160) -> str:
+    """One line, at most ``limit`` characters, of an exception message."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3].rsplit(" ", 1)[0] + "..."
+
+
 def _item(seq_parent: Any, seq: str) -> Any:
     value = getattr(seq_parent, seq, None) if seq_parent is not None else None
     return value[0] if value else None
@@ -279,7 +285,7 @@ def group_series(headers: Iterable[FileHeader]) -> list[SeriesGroup]:
         reasons = sorted({h.skip or "" for h in heads})
         more = f" (+{len(reasons) - 1} other reason(s))" if len(reasons) > 1 else ""
         groups.append(
-            SeriesGroup([], heads[0].fields, f"{len(heads)} file(s)", reasons[0] + more, sorted(h.path for h in heads))
+            SeriesGroup([], heads[0].fields, "", reasons[0] + more, sorted(h.path for h in heads))
         )
     return groups
 
@@ -351,8 +357,7 @@ def read_pixels(frames: list[Frame]) -> np.ndarray:
             ds = pydicom.dcmread(path)
             pixels = ds.pixel_array
         except Exception as exc:
-            msg = " ".join(str(exc).split())[:160]
-            raise InputError(f"undecodable pixel data in {name}: {msg}") from None
+            raise InputError(f"undecodable pixel data in {name}: {_short(exc)}") from None
         n_frames = int(_float(ds.get("NumberOfFrames"), 1) or 1)
         if n_frames > 1 and pixels.ndim == 2:
             pixels = pixels[None]

@@ -192,13 +192,15 @@ def resample_stack(
     lo = np.clip(hi - 1, 0, n - 1)
     span = geo.w[hi] - geo.w[lo]
     frac = np.where(span > 0, (targets - geo.w[lo]) / np.where(span > 0, span, 1.0), 0.0)
-    frac = np.clip(frac, 0.0, 1.0).astype(np.float32)[:, None, None]
-    out = aligned[lo] * (1 - frac) + aligned[hi] * frac
+    frac = np.clip(frac, 0.0, 1.0).astype(np.float32)
+    out = np.empty((len(targets), *aligned.shape[1:]), dtype=np.float32)
+    for j, (a, b, f) in enumerate(zip(lo, hi, frac, strict=True)):
+        out[j] = aligned[a] if f == 0 else aligned[a] * (1 - f) + aligned[b] * f
 
     step = float(targets[1] - targets[0]) if len(targets) > 1 else geo.step()
     dr, dc = geo.spacing_rc
     origin = geo.origin + c0 * dc * geo.row + r0 * dr * geo.col
-    return out.astype(np.float32), LPS_TO_RAS @ lps_affine(geo, geo.normal * step, origin)
+    return out, LPS_TO_RAS @ lps_affine(geo, geo.normal * step, origin)
 
 
 def stack_to_volume(stack: np.ndarray) -> np.ndarray:

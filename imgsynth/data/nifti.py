@@ -55,7 +55,8 @@ def read_array(path: str | Path, opts: NiftiOptions, *, kind: str = "image") -> 
         img = nib.load(str(path))
         shape = img.shape
     except Exception as exc:  # nibabel raises many types for broken files
-        raise InputError(f"unreadable NIfTI {kind} ({' '.join(str(exc).split())[:120]})") from None
+        reason = " ".join(str(exc).replace(str(path), Path(path).name).split())[:120]
+        raise InputError(f"unreadable NIfTI {kind} ({reason})") from None
     affine, _ = coded_affine(img, opts.prefer)
     try:
         if len(shape) == 4 and shape[3] > 1:

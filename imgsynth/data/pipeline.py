@@ -42,7 +42,7 @@ from imgsynth.data.intensity import (
     unit_of,
 )
 from imgsynth.data.process import WORK, preprocess_minibatch, stats_minibatch, work_dir
-from imgsynth.data.sources import Unit, assign_pseudonyms, discover, is_template, join_labels
+from imgsynth.data.sources import Unit, assign_pseudonyms, discover, is_template, join_labels, stable_order
 from imgsynth.data.splits import block_splits, subject_splits
 from imgsynth.errors import EXIT_OK, EXIT_PARTIAL, ConfigError, InputError, UsageError
 from imgsynth.provenance import package_versions
@@ -275,16 +275,19 @@ def finish(
                 else:
                     row[spec.name] = values[spec.name]
             rows.append(row)
-            lines.append((item.get("line", unit.series), item.get("k", 0), item))
+            lines.append((unit.uid, item.get("plane", ""), item.get("k", 0), item))
 
-    # Splits.
+    # Splits: seeded over raw keys (the same in every run whatever the pseudonym key).
+    ordered = stable_order([unit for unit, _, _ in kept])
+    rank = {unit.uid: n for n, unit in enumerate(ordered)}
     if cfg.split.by == "subject":
-        split_of = subject_splits([r["subject"] for r in rows], cfg.split)
+        raw_split = subject_splits([u.keys.get("subject", u.uid) for u in ordered], cfg.split)
+        split_of = {u.subject: raw_split[u.keys.get("subject", u.uid)] for u in ordered}
         for row in rows:
             row["split"] = split_of[row["subject"]]
     else:
-        assigned = block_splits([(line, k) for line, k, _ in lines], cfg.split)
-        dropped = [lines[n][2] for n, s in assigned.items() if s is None]
+        assigned = block_splits([(f"{rank[uid]:08d}/{line}", k) for uid, line, k, _ in lines], cfg.split)
+        dropped = [lines[n][3] for n, s in assigned.items() if s is None]
         _delete_items(out, dropped)
         keep = []
         for n, row in enumerate(rows):
@@ -296,7 +299,8 @@ def finish(
     _write_errors(out, errors)
     if not rows:
         shutil.rmtree(work_dir(out), ignore_errors=True)
-        raise InputError(f"no usable input: {len(errors)} series skipped (see {out / ERRORS})")
+        first = f"; first: {errors[0]['input']}: {errors[0]['reason']}" if errors else ""
+        raise InputError(f"no usable input: {len(errors)} series skipped (see {out / ERRORS}){first}")
 
     info = _dataset_info(cfg, kept, rows, dataset_intensity, chash, ihash, units)
     dataset = write_dataset(out, info, rows)
@@ -332,14 +336,11 @@ def _dataset_info(
     shapes = {tuple(item["shape"]) for _, r, _ in kept for item in r["items"] if item["id"] in in_rows}
     if len(shapes) == 1:
         shape = list(next(iter(shapes)))
-    elif cfg.output == "nifti":
+    else:
         dims = list(zip(*shapes, strict=True))
         shape = [d[0] if len(set(d)) == 1 else -1 for d in dims]
-    else:
-        raise InputError(
-            f"items differ in shape ({', '.join(str(list(s)) for s in sorted(shapes)[:4])}); "
-            "set spatial.size (a cube for several planes) so every item has the same shape"
-        )
+        if cfg.output != "nifti":
+            log.warning("items differ in shape (dataset.json records -1); set spatial.size for fixed-size models")
 
     spacings = {tuple(s) for _, r, _ in kept for s in r["spacing"]}
     spacing = list(next(iter(spacings))) if len(spacings) == 1 else None

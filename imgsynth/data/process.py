@@ -154,7 +154,7 @@ def emit_slices(
                 "path": image_rel,
                 "masks": mask_rels,
                 "fields": {"plane": plane, "position": repr(round(pos, 6)), "slice_mm": repr(round(slice_mm, 4))},
-                "line": f"{unit.series}/{plane}",
+                "plane": plane,
                 "k": k,
                 "shape": list(img.shape),
             })

@@ -40,7 +40,7 @@ class Unit:
     uid: str  # stable hash of what the unit is (resume key; never written to the dataset)
     kind: UnitKind
     label: str  # where it came from, for errors.jsonl
-    keys: dict[str, str] = field(default_factory=dict)  # join keys: PatientID, ..., file, subject
+    keys: dict[str, str] = field(default_factory=dict)  # raw keys: PatientID, ..., file, subject, series
     fields: dict[str, str] = field(default_factory=dict)  # raw condition values by source
     frames: list[dict[str, Any]] = field(default_factory=list)  # dicom
     path: str = ""  # nifti file or template spec
@@ -110,7 +110,7 @@ def discover(inputs: list[str], cfg: PreprocessConfig, *, workers: int = 1) -> t
             name, res = parse_template(spec)
             units.append(
                 Unit(uid=_hash("template", name, res), kind="template", label=spec, path=spec,
-                     keys={"file": name, "subject": name}, fields={"modality": "MR"})
+                     keys={"file": name, "subject": name, "series": f"{name}@{res}"}, fields={"modality": "MR"})
             )
             continue
         root = Path(spec).expanduser()
@@ -139,12 +139,13 @@ def discover(inputs: list[str], cfg: PreprocessConfig, *, workers: int = 1) -> t
         ignored += len(heads) - len(found)
         for group in group_series(found):
             first = group.files[0]
-            rel = os.path.relpath(first, base_of[first])
-            where = os.path.dirname(rel) or "."
+            rel = os.path.relpath(first, base_of[first].parent)
+            where = os.path.dirname(rel)
             series_no = group.fields.get("SeriesNumber", "")
             label = f"{where} (series {series_no or '?'}{', ' + group.part if group.part else ''}, {len(group.files)} file(s))"
             keys = {k: group.fields.get(k, "") for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "AccessionNumber")}
             keys["subject"] = keys["PatientID"] or keys["StudyInstanceUID"] or keys["SeriesInstanceUID"]
+            keys["series"] = f"{keys['SeriesInstanceUID']}|{group.part}|{group.frames[0].path if not keys['SeriesInstanceUID'] and group.frames else ''}"
             uid = _hash("dicom", *sorted((f.path, f.index) for f in group.frames), group.part, *group.skipped_files)
             units.append(
                 Unit(uid=uid, kind="dicom", label=label, keys=keys, fields=dicom_fields(group.fields, cfg.conditions),
@@ -157,6 +158,7 @@ def _nifti_unit(path: Path, base: Path, cfg: PreprocessConfig) -> Unit:
     rel = path.relative_to(base).as_posix()
     stem = strip_suffix(path.name)
     file_key = strip_suffix(rel)
+    label = path.relative_to(base.parent).as_posix()  # from the input folder's name on
     subject, error = file_key, None
     if cfg.nifti.subject_pattern:
         m = re.search(cfg.nifti.subject_pattern, rel)
@@ -175,8 +177,8 @@ def _nifti_unit(path: Path, base: Path, cfg: PreprocessConfig) -> Unit:
             elif error is None:
                 error = f"no mask file for channel '{channel}' (expected {stem}{channel}{ext} beside the image)"
     return Unit(
-        uid=_hash("nifti", path.resolve(), cfg.nifti.volume), kind="nifti", label=rel, path=str(path),
-        keys={"file": file_key, "subject": subject}, fields={"modality": cfg.nifti.modality.upper()},
+        uid=_hash("nifti", path.resolve(), cfg.nifti.volume), kind="nifti", label=label, path=str(path),
+        keys={"file": file_key, "subject": subject, "series": f"{file_key}|{cfg.nifti.volume}"}, fields={"modality": cfg.nifti.modality.upper()},
         masks=masks, error=error,
     )
 
@@ -198,6 +200,12 @@ def join_labels(units: list[Unit], cfg: PreprocessConfig) -> None:
             unit.error = f"no row in the labels CSV matches its {cfg.labels_csv.match}"
         else:
             unit.fields.update(values)
+
+
+def stable_order(units: list[Unit]) -> list[Unit]:
+    """Units ordered by their raw (subject, series) keys: independent of the pseudonym key and of
+    where the inputs lie, so seeded splits come out the same in every run."""
+    return sorted(units, key=lambda u: (u.keys.get("subject", ""), u.keys.get("series", ""), u.uid))
 
 
 def assign_pseudonyms(units: list[Unit], key: bytes) -> None:
