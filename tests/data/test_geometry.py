@@ -154,9 +154,9 @@ def test_series_split_by_orientation(tmp_path: Path) -> None:
 
 
 def test_single_slice_and_non_image_objects_give_reasons(tmp_path: Path) -> None:
-    from pydicom.data import get_testdata_file
-
     import shutil
+
+    from pydicom.data import get_testdata_file
 
     write_series(tmp_path / "one", n=1)
     for name in ("rtplan.dcm", "waveform_ecg.dcm", "reportsi.dcm"):
@@ -179,9 +179,9 @@ def test_compressed_series_decode_to_the_same_values(tmp_path: Path, syntax: str
 
 def test_pydicom_compressed_files_decode(tmp_path: Path) -> None:
     """Real compressed files (JPEG-LS, JPEG 2000, RLE) of MR_small decode to its values."""
-    from pydicom.data import get_testdata_file
-
     import shutil
+
+    from pydicom.data import get_testdata_file
 
     ref = None
     for name in ("MR_small.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm", "MR_small_RLE.dcm"):
@@ -194,9 +194,9 @@ def test_pydicom_compressed_files_decode(tmp_path: Path) -> None:
 
 
 def test_truncated_pixel_data_is_undecodable(tmp_path: Path) -> None:
-    from pydicom.data import get_testdata_file
-
     import shutil
+
+    from pydicom.data import get_testdata_file
 
     shutil.copy(get_testdata_file("MR_truncated.dcm"), tmp_path / "x.dcm")
     with pytest.raises(InputError, match="undecodable pixel data in x.dcm"):
