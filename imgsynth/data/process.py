@@ -210,13 +210,23 @@ def process_unit(
     }
 
 
+def load_dataset_intensity(out_dir: str | Path) -> Intensity | None:
+    """The dataset-wide mapping fitted by ``fit_intensity`` (``intensity.scope: dataset``), if any."""
+    path = work_dir(out_dir) / "intensity.json"
+    return Intensity.model_validate(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
+
+
 def preprocess_minibatch(
-    units: list[dict[str, Any]], out_dir: str, config: dict[str, Any], intensity: dict[str, Any] | None = None
+    units: list[dict[str, Any]], out_dir: str, config: dict[str, Any] | PreprocessConfig
 ) -> list[dict[str, Any]]:
-    """Mini-batch entry: unit records (from ``OUT/.work/plan.json``) -> result records, resumably."""
-    cfg = PreprocessConfig.model_validate(config)
+    """Mini-batch entry: unit records (from ``plan_preprocess``) -> result records, resumably.
+
+    Never raises for a bad unit: its result carries ``error``. Results are also saved under
+    ``OUT/.work/results`` for ``finish_preprocess`` (and so finished units are not redone).
+    """
+    cfg = config if isinstance(config, PreprocessConfig) else PreprocessConfig.model_validate(config)
     out = Path(out_dir)
-    dataset_intensity = Intensity.model_validate(intensity) if intensity else None
+    dataset_intensity = load_dataset_intensity(out)
     results = []
     for record in units:
         unit = Unit.from_json(record)
@@ -230,9 +240,12 @@ def preprocess_minibatch(
     return results
 
 
-def stats_minibatch(units: list[dict[str, Any]], out_dir: str, config: dict[str, Any]) -> list[dict[str, Any]]:
-    """First pass of a dataset-wide intensity fit: a seeded voxel sample of every unit."""
-    cfg = PreprocessConfig.model_validate(config)
+def stats_minibatch(
+    units: list[dict[str, Any]], out_dir: str, config: dict[str, Any] | PreprocessConfig
+) -> list[dict[str, Any]]:
+    """Mini-batch entry of the first pass of a dataset-wide intensity fit (``intensity.scope:
+    dataset``): a seeded voxel sample of every unit, saved under ``OUT/.work/stats``."""
+    cfg = config if isinstance(config, PreprocessConfig) else PreprocessConfig.model_validate(config)
     out = []
     for record in units:
         unit = Unit.from_json(record)

@@ -366,21 +366,39 @@ def test_interrupted_run_resumes_without_redoing_units(tmp_path: Path, monkeypat
     assert len(calls) == 1 and len(result.dataset.rows) == 3 and not (out / ".work").exists()
 
 
-def test_minibatch_entry_reports_bad_units_inline(tmp_path: Path) -> None:
-    from imgsynth.data.config import PreprocessConfig
-    from imgsynth.data.process import preprocess_minibatch
-    from imgsynth.data.sources import assign_pseudonyms, discover
+def test_step_by_step_as_a_parallel_job_runs_it(tmp_path: Path) -> None:
+    """plan -> stats mini-batches -> fit -> mini-batches (any chunking, any order) -> finish."""
+    from imgsynth.data.pipeline import finish_preprocess, fit_intensity, needs_dataset_fit, plan_preprocess
+    from imgsynth.data.process import preprocess_minibatch, stats_minibatch
 
-    write_series(tmp_path / "in" / "ok", n=3)
-    write_series(tmp_path / "in" / "one", n=1)
-    cfg = PreprocessConfig()
-    units, _ = discover([str(tmp_path / "in")], cfg)
-    assign_pseudonyms(units, b"k")
-    results = preprocess_minibatch([u.to_json() for u in units], str(tmp_path / "out"), cfg.model_dump(mode="json"))
-    assert len(results) == 2
-    assert sorted("error" in r for r in results) == [False, True]
-    ok = next(r for r in results if "items" in r)
-    assert (tmp_path / "out" / ok["items"][0]["path"]).is_file()
+    for n in range(3):
+        write_series(tmp_path / "in" / f"ok{n}", source="MR_small.dcm", n=3, offset=5 * n)
+    write_series(tmp_path / "in" / "one", source="MR_small.dcm", n=1)
+    out = tmp_path / "out"
+    cfg = ["intensity.scope=dataset"]
+    records = plan_preprocess([tmp_path / "in"], out, overrides=cfg)
+    from imgsynth.data.pipeline import resolve_config
+
+    config = resolve_config(None, cfg).model_dump(mode="json")
+    assert len(records) == 4 and needs_dataset_fit(resolve_config(None, cfg), records)
+    for chunk in (records[2:], records[:2]):
+        stats_minibatch(chunk, str(out), config)
+    fitted = fit_intensity(out, resolve_config(None, cfg))
+    assert fitted is not None and fitted.params["scope"] == "dataset"
+    results = preprocess_minibatch(records[::-1], str(out), config)
+    assert sorted("error" in r for r in results) == [False, False, False, True]
+    assert "fewer than dicom.min_slices" in next(r["error"] for r in results if "error" in r)
+    result = finish_preprocess(out, resolve_config(None, cfg))
+    assert len(result.dataset.rows) == 3 and result.exit_code == 3
+    assert result.dataset.info.intensity.model_dump() == fitted.model_dump()
+
+
+def test_dry_run_lists_units_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_series(tmp_path / "in" / "a", n=3)
+    write_series(tmp_path / "in" / "b", n=1)
+    assert main(["preprocess", str(tmp_path / "in"), str(tmp_path / "out"), "--dry-run", "-c", "preprocess_ct"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("kind: preprocess") and "# 2 unit(s), 2 usable" in text and not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------------------------------------
