@@ -151,13 +151,13 @@ def export_review(
 
         return check
 
-    cands, split_notes = select.candidate_rows(real_ds, "real", cfg.real_splits, cfg.n_real)
+    cands = select.candidate_rows(real_ds, "real", cfg.real_splits)
     if not cands:
         raise UsageError(f"real dataset {real} has no item in splits {', '.join(cfg.real_splits)}")
     sel_real = select.choose(cands, "real", cfg.n_real, rng_real, checker(real_ds), distinct_subjects=cfg.distinct_subjects)
-    cands, _ = select.candidate_rows(synth_ds, "synthetic", (), cfg.n_synthetic)
+    cands = select.candidate_rows(synth_ds, "synthetic", ())
     sel_synth = select.choose(cands, "synthetic", cfg.n_synthetic, rng_synth, checker(synth_ds), distinct_subjects=False)
-    notes = notes + split_notes
+    notes = notes + sel_real.notes
     skipped = sel_real.skipped + sel_synth.skipped
 
     value_range = images.physical_range(real_ds.info) or (min(r[0] for r in ranges), max(r[1] for r in ranges))

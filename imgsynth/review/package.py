@@ -68,6 +68,7 @@ def study_config(
         "dtype": spec.dtype,
         "slope": spec.encoding.slope,
         "intercept": spec.encoding.intercept,
+        "range": list(spec.value_range),
         "presets": [{"name": p.name, "center": p.center, "width": p.width} for p in spec.presets],
         "cases": [{"id": c, "labels": [list(kv) for kv in labels.get(c, ())]} for c in case_ids],
     }
@@ -93,7 +94,7 @@ def case_script(case_id: str, stored: np.ndarray) -> str:
 def index_html(title: str, reader: str) -> str:
     template = asset_text("index.html")
     return (
-        template.replace("{{CSP}}", html.escape(CSP, quote=True))
+        template.replace("{{CSP}}", html.escape(CSP, quote=False))
         .replace("{{TITLE}}", html.escape(title, quote=True))
         .replace("{{READER}}", html.escape(reader, quote=True))
     )

@@ -127,7 +127,7 @@ def html_report(results: dict[str, Any]) -> str:
     )
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        f"<meta http-equiv='Content-Security-Policy' content=\"{esc(HTML_CSP)}\">"
+        f"<meta http-equiv='Content-Security-Policy' content=\"{esc(HTML_CSP, quote=False)}\">"
         f"<title>Reader study results</title><style>{style}</style></head><body>"
         + "".join(body)
         + "</body></html>\n"

@@ -41,28 +41,17 @@ def seed_streams(seed: int, n: int = 4) -> list[np.random.Generator]:
 
 
 def candidate_rows(
-    dataset: Dataset, truth: Literal["real", "synthetic"], splits: Sequence[str], n: int
-) -> tuple[list[tuple[dict[str, str], str]], list[str]]:
-    """Rows eligible as cases, in order of preference, and notes on any fallback."""
+    dataset: Dataset, truth: Literal["real", "synthetic"], splits: Sequence[str]
+) -> list[tuple[dict[str, str], str]]:
+    """Rows eligible as cases with their split, the preferred splits first.
+
+    Real cases come from ``splits`` in order (test before val before train: items the model
+    was trained on come last); synthetic cases from the ``synthetic`` split, or every row.
+    """
     if truth == "synthetic":
         rows = dataset.split("synthetic") or dataset.rows
-        return [(r, r["split"]) for r in rows], []
-    out: list[tuple[dict[str, str], str]] = []
-    notes: list[str] = []
-    used = []
-    for split in splits:
-        if len(out) >= n:
-            break
-        rows = dataset.split(split)
-        if rows:
-            used.append(split)
-        out.extend((r, split) for r in rows)
-    if used and used != [splits[0]]:
-        notes.append(
-            f"real cases: the '{splits[0]}' split holds {len(dataset.split(splits[0]))} item(s), fewer than {n}; "
-            f"drew from {', '.join(used)}"
-        )
-    return out, notes
+        return [(r, r["split"]) for r in rows]
+    return [(r, split) for split in splits for r in dataset.split(split)]
 
 
 def choose(
@@ -74,21 +63,23 @@ def choose(
     *,
     distinct_subjects: bool,
 ) -> Selection:
-    """Draw ``n`` items at random (whole preferred splits first), skipping items ``check`` rejects."""
-    # Shuffle within each split, keeping the preferred split first.
+    """Draw ``n`` items at random, preferred splits first, skipping items ``check`` rejects.
+
+    Within a split the order is random; with ``distinct_subjects`` items of subjects not drawn
+    yet come before a second item of the same subject.
+    """
     order: list[int] = []
-    splits = list(dict.fromkeys(s for _, s in candidates))
-    for split in splits:
-        idx = np.array([i for i, (_, s) in enumerate(candidates) if s == split])
-        order.extend(int(i) for i in rng.permutation(idx))
-    if distinct_subjects:
-        seen: set[str] = set()
-        first, later = [], []
-        for i in order:
-            subject = candidates[i][0].get("subject", "")
-            (later if subject and subject in seen else first).append(i)
-            seen.add(subject)
-        order = first + later
+    seen: set[str] = set()
+    for split in dict.fromkeys(s for _, s in candidates):
+        idx = rng.permutation([i for i, (_, s) in enumerate(candidates) if s == split])
+        if distinct_subjects:
+            first, later = [], []
+            for i in idx:
+                subject = candidates[int(i)][0].get("subject", "")
+                (later if subject and subject in seen else first).append(int(i))
+                seen.add(subject)
+            idx = np.array(first + later, dtype=int)
+        order.extend(int(i) for i in idx)
     picks: list[Pick] = []
     skipped: list[tuple[str, str]] = []
     for i in order:
@@ -106,7 +97,12 @@ def choose(
             f"need {n} {truth} case(s) but only {len(picks)} usable item(s) exist"
             f"{f' ({len(skipped)} unreadable)' if skipped else ''}; lower --n-{truth}"
         )
-    return Selection(picks=picks, skipped=skipped, notes=[])
+    notes = []
+    used = list(dict.fromkeys(p.split for p in picks))
+    first_split = candidates[0][1] if candidates else ""
+    if truth == "real" and used != [first_split]:
+        notes.append(f"real cases: the '{first_split}' split could not provide {n} case(s); drew from {', '.join(used)}")
+    return Selection(picks=picks, skipped=skipped, notes=notes)
 
 
 def case_ids(n: int, rng: np.random.Generator) -> list[str]:

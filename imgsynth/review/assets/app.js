@@ -110,7 +110,7 @@
   var ctx = canvas.getContext('2d');
   var off = document.createElement('canvas');
   var offCtx = off.getContext('2d');
-  var fullRange = S.presets.filter(function (p) { return p.name === 'Full range'; })[0] || { center: 0, width: 1 };
+  var span = Math.max(S.range[1] - S.range[0], 1e-12);  /* physical range of the encoded values */
   var view = {
     entry: null, slice: 0, center: 0, width: 1, preset: 0, zoom: 1, panX: 0, panY: 0,
     rows: 0, cols: 0, depth: 1, imageData: null
@@ -127,7 +127,7 @@
     sample.sort(function (a, b) { return a - b; });
     var lo = toPhysical(sample[Math.floor(0.01 * (sample.length - 1))]);
     var hi = toPhysical(sample[Math.floor(0.99 * (sample.length - 1))]);
-    if (!(hi > lo)) { hi = lo + Math.max(fullRange.width * 1e-3, 1e-6); }
+    if (!(hi > lo)) { hi = lo + span * 1e-3; }
     entry.auto = { center: (lo + hi) / 2, width: hi - lo };
     return entry.auto;
   }
@@ -294,7 +294,7 @@
       view.panX = drag.panX + dx;
       view.panY = drag.panY + dy;
     } else {
-      var sens = Math.max(fullRange.width, 1e-12) / 400;
+      var sens = span / 400;  /* 400 px drag = the full range */
       view.width = Math.max(sens * 0.5, drag.width + dx * sens);
       view.center = drag.center + dy * sens;
     }
