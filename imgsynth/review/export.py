@@ -10,6 +10,7 @@ never leaves a half-made package, and a rerun with the same settings finds the e
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import secrets
 import shutil
 import uuid
@@ -176,7 +177,8 @@ def export_review(
     staging.mkdir(parents=True)
     reader_dirs = [staging / "readers" / r for r in readers]
     labels = {
-        ids[i]: [(name, p.row[name]) for name in cfg.show_conditions] for i, p in enumerate(picks)
+        ids[i]: [(name, _label(real_ds if p.truth == "real" else synth_ds, name, p.row)) for name in cfg.show_conditions]
+        for i, p in enumerate(picks)
     }
     package_ids = {r: uuid.uuid4().hex for r in readers}
     for r, rdir, order in zip(readers, reader_dirs, orders, strict=True):
@@ -186,7 +188,10 @@ def export_review(
         )
         package.write_static(rdir, study=study, title=cfg.title, reader=r, n_cases=len(picks), dicom=cfg.dicom)
 
-    jobs = _jobs(picks, ids, orders, readers, reader_dirs, spec, real_ds, synth_ds, cfg, package_ids)
+    # Jobs in case-id order (random with respect to truth), so that not even the order files are
+    # written in follows real-then-synthetic; their times are made equal below.
+    jobs = sorted(_jobs(picks, ids, orders, readers, reader_dirs, spec, real_ds, synth_ds, cfg, package_ids),
+                  key=lambda job: job.case_id)
     results = run_minibatches(write_case_batch, jobs, workers=cfg.workers, batch_size=8, description="writing cases")
     failed = [r for r in results if not r.ok]
     if failed:
@@ -200,6 +205,7 @@ def export_review(
         for i in order
     ]
     write_key(staging / "key.csv", key_rows)
+    _same_times(staging / "readers")
 
     # Move into place; review.json last marks the export complete.
     final_readers = out_dir / "readers"
@@ -265,6 +271,20 @@ def _jobs(
             spec=spec, reader_dirs=tuple(str(d) for d in reader_dirs), dicom=tuple(dicom),
         ))
     return jobs
+
+
+def _label(dataset: Dataset, name: str, row: dict[str, str]) -> str:
+    """A condition value as readers see it, written alike for both datasets (``63`` and ``63.0`` agree)."""
+    value = dataset.info.condition(name).parse(row[name])
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _same_times(folder: Path) -> None:
+    """Give every file and folder under ``folder`` one modification time (file dates reveal nothing)."""
+    stamp = _dt.datetime.now().replace(microsecond=0).timestamp()
+    for path in sorted(folder.rglob("*"), reverse=True):
+        os.utime(path, (stamp, stamp))
+    os.utime(folder, (stamp, stamp))
 
 
 def _settings(real: Path, synthetic: Path, cfg: ReviewExportConfig) -> dict[str, Any]:

@@ -74,6 +74,7 @@ def test_layout_key_and_blinding(pair_2d: tuple[Path, Path], tmp_path: Path) -> 
     # Blinding: every case file has the same size, no source path or item id leaks into a package.
     case_files = sorted((out / "readers").glob("*/cases/*.js"))
     assert len(case_files) == 30 and len({f.stat().st_size for f in case_files}) == 1
+    assert len({f.stat().st_mtime_ns for f in (out / "readers").rglob("*")}) == 1
     for f in (out / "readers").rglob("*"):
         if f.is_file() and f.suffix != ".js" or f.name == "study.js":
             text = f.read_text()
