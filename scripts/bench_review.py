@@ -98,7 +98,7 @@ def bench_3d(tmp: Path, size: int) -> Path:
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     vol = np.rint(vols[0] * 1000).astype(np.float32)
-    t_ours = timed(lambda: write_series(vol, out_dir=tmp / "ours", spacing=(0.8, 0.8, 1.5), orientation="RAS",
+    t_ours = timed(lambda: write_series(vol, out_dir=tmp / "ours", spacing=(0.8, 0.8, 1.5), affine_or_orientation="RAS",
                                         modality="CT", unit="HU", synthetic=True, provenance={"seed": 1}))
 
     def minimal() -> None:

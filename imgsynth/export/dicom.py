@@ -242,9 +242,8 @@ def write_series(
     *,
     out_dir: str | Path,
     spacing: Sequence[float] | None = None,
-    affine: np.ndarray | None = None,
-    orientation: str | None = None,
-    modality: Modality = "OT",
+    affine_or_orientation: np.ndarray | str | None = None,
+    modality: Modality | Literal["SC"] = "OT",
     unit: str = "",
     series_description: str = "",
     synthetic: bool | None = True,
@@ -264,11 +263,13 @@ def write_series(
 ) -> list[Path]:
     """Write ``volume`` (``[H, W]`` image or ``[D, H, W]`` volume, physical units) as a DICOM series.
 
-    Geometry: ``affine`` (4x4 voxel-to-RAS, array axes in order) or ``orientation`` axis codes +
-    ``spacing`` (mm, one per array axis); a 2D image is one slice with in-plane ``spacing`` and,
-    without an affine, the axial display orientation. With ``reorient_axial`` a volume is
-    flipped/transposed (no resampling) into axial slices first. ``modality``: ``CT`` (unit HU),
-    ``MR`` or ``OT`` (Secondary Capture). ``synthetic``: True marks the series SYNTHETIC with
+    Geometry: ``affine_or_orientation`` is a 4x4 voxel-to-RAS affine (array axes in order) or
+    axis codes as in the dataset contract (``"RAS"``: nibabel's convention, the direction each
+    array axis increases toward) used with ``spacing`` (mm, one per array axis; default RAS); a
+    2D image is one slice with in-plane ``spacing`` and, without an affine, the axial display
+    orientation. With ``reorient_axial`` a volume is flipped/transposed (no resampling) into
+    axial slices first. ``modality``: ``CT`` (unit HU), ``MR`` or ``OT``/``SC`` (Secondary
+    Capture). ``synthetic``: True marks the series SYNTHETIC with
     ``provenance`` (run, checkpoint hash, seed, ...) in ImageComments, False marks a
     de-identified real image, None an undisclosed case of a blinded reader study.
     ``patient_id`` is a pseudonym (``SYNTHETIC^<patient_id>`` for synthetic series). ``window`` =
@@ -285,13 +286,14 @@ def write_series(
         raise UsageError(f"volume must be [H, W] or [D, H, W] (got shape {vol.shape})")
     if not np.issubdtype(vol.dtype, np.number) or not np.all(np.isfinite(vol)):
         raise InputError("volume holds non-finite or non-numeric values; cannot encode as DICOM")
+    modality = "OT" if modality == "SC" else modality
     if modality not in SOP_CLASS:
-        raise UsageError(f"modality '{modality}' must be one of CT, MR, OT")
+        raise UsageError(f"modality '{modality}' must be one of CT, MR, OT (or SC)")
     if modality == "CT" and unit and unit.upper() != "HU":
         raise UsageError(f"CT series need Hounsfield units (unit is '{unit}'); use modality MR or OT")
     if uid_root is not None:
         check_uid_root(uid_root.rstrip("."))
-    vol3, aff = _volume_and_affine(vol, spacing=spacing, affine=affine, orientation=orientation)
+    vol3, aff = _volume_and_affine(vol, spacing=spacing, geometry=affine_or_orientation)
     if reorient_axial and vol.ndim == 3:
         vol3, aff = reorient(vol3, aff)
     geometry = slice_geometry(aff, vol3.shape[0])
@@ -338,11 +340,12 @@ def write_series(
 
 
 def _volume_and_affine(
-    vol: np.ndarray, *, spacing: Sequence[float] | None, affine: np.ndarray | None, orientation: str | None
+    vol: np.ndarray, *, spacing: Sequence[float] | None, geometry: np.ndarray | str | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``[D, H, W]`` view of the input and its 4x4 RAS affine."""
-    if affine is not None:
-        aff = np.asarray(affine, dtype=float)
+    orientation = geometry if isinstance(geometry, str) else None
+    if geometry is not None and orientation is None:
+        aff = np.asarray(geometry, dtype=float)
         if aff.shape != (4, 4):
             raise UsageError(f"affine must be 4x4 (got {aff.shape})")
         return (vol[None] if vol.ndim == 2 else vol), aff

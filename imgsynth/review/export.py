@@ -248,7 +248,7 @@ def _jobs(
             for k, (r, rdir) in enumerate(zip(readers, reader_dirs, strict=True)):
                 dicom.append({
                     "out_dir": rdir / "dicom" / ids[i],
-                    "affine": spec.affine,
+                    "affine_or_orientation": spec.affine,
                     "spacing": spec.spacing if spec.spatial_dims == 2 else None,
                     "modality": spec.modality,
                     "unit": spec.unit,

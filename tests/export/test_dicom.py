@@ -66,7 +66,7 @@ def test_ct_series_valid_marked_and_geometry_exact(tmp_path: Path) -> None:
     vol = np.rint(rng.normal(30, 400, (5, 8, 9))).astype(np.float32)  # [D, H, W] HU
     aff = oblique_affine()
     files = write_series(
-        vol, out_dir=tmp_path / "ct", affine=aff, modality="CT", unit="HU", series_description="chest <b>x</b>",
+        vol, out_dir=tmp_path / "ct", affine_or_orientation=aff, modality="CT", unit="HU", series_description="chest <b>x</b>",
         synthetic=True, provenance=PROVENANCE, patient_id="0007", window=(40, 400),
     )
     # Array axis 2 points closest to S: turned into 9 axial slices (rows and columns from axes 1, 0).
@@ -117,7 +117,7 @@ def test_dcm2niix_recovers_geometry_within_1e_3_mm(tmp_path: Path, modality: str
     if modality == "MR":
         vol = rng.uniform(0.0, 3.7, (6, 7, 8)).astype(np.float32)  # scanner units, not integers
     aff = oblique_affine()
-    files = write_series(vol, out_dir=tmp_path / "s", affine=aff, modality=modality,  # type: ignore[arg-type]
+    files = write_series(vol, out_dir=tmp_path / "s", affine_or_orientation=aff, modality=modality,  # type: ignore[arg-type]
                          unit="HU" if modality == "CT" else "", synthetic=True, provenance=PROVENANCE)
     assert dciodvfy_errors(files) == []
     img = dcm2niix_volume(tmp_path / "s", tmp_path / "nii")
@@ -148,7 +148,7 @@ def test_dcm2niix_recovers_geometry_within_1e_3_mm(tmp_path: Path, modality: str
 
 def test_orientation_codes_and_axial_reorientation(tmp_path: Path) -> None:
     vol = np.arange(3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5)  # RAS: axis 0 toward R (sagittal slices)
-    files = write_series(vol, out_dir=tmp_path / "s", spacing=(1.5, 0.5, 2.0), orientation="RAS", modality="CT",
+    files = write_series(vol, out_dir=tmp_path / "s", spacing=(1.5, 0.5, 2.0), affine_or_orientation="RAS", modality="CT",
                          unit="HU", synthetic=True)
     assert len(files) == 5  # turned into axial slices: one per S position
     aff = affine_from_orientation("RAS", (1.5, 0.5, 2.0))
@@ -159,7 +159,7 @@ def test_orientation_codes_and_axial_reorientation(tmp_path: Path) -> None:
         idx = np.rint(source_index(aff, world_of_pixels(ds))).astype(int)
         np.testing.assert_array_equal(ds.pixel_array, vol[idx[..., 0], idx[..., 1], idx[..., 2]])
     # Without reorientation, slices follow array axis 0 (sagittal here).
-    files = write_series(vol, out_dir=tmp_path / "raw", spacing=(1.5, 0.5, 2.0), orientation="RAS", modality="CT",
+    files = write_series(vol, out_dir=tmp_path / "raw", spacing=(1.5, 0.5, 2.0), affine_or_orientation="RAS", modality="CT",
                          unit="HU", synthetic=True, reorient_axial=False)
     assert len(files) == 3 and dciodvfy_errors(files[:1]) == []
 
@@ -176,7 +176,7 @@ def test_secondary_capture_2d_undisclosed_and_real_markings(tmp_path: Path) -> N
     assert [float(v) for v in ds.PixelSpacing] == [0.4, 0.3]
     np.testing.assert_allclose(ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept), img, atol=1e-5)
 
-    (f,) = write_series(img, out_dir=tmp_path / "syn", spacing=(0.4, 0.3), modality="OT", synthetic=True)
+    (f,) = write_series(img, out_dir=tmp_path / "syn", spacing=(0.4, 0.3), modality="SC", synthetic=True)
     assert pydicom.dcmread(f).ConversionType == "SYN"
     with pytest.raises(UsageError, match="pseudonymous patient_id"):
         write_series(img, out_dir=tmp_path / "real", modality="OT", synthetic=False)
@@ -210,7 +210,7 @@ def test_bad_inputs_one_line_errors_and_nothing_written(tmp_path: Path) -> None:
     sheared = np.eye(4)
     sheared[0, 1] = 0.5
     with pytest.raises(UsageError, match="not orthogonal"):
-        write_series(vol, out_dir=tmp_path / "x", affine=sheared)
+        write_series(vol, out_dir=tmp_path / "x", affine_or_orientation=sheared)
     bad = vol.copy()
     bad[0, 0, 0] = np.nan
     with pytest.raises(InputError, match="non-finite"):
@@ -220,7 +220,7 @@ def test_bad_inputs_one_line_errors_and_nothing_written(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="Hounsfield"):
         write_series(vol, out_dir=tmp_path / "x", modality="CT", unit="mm2/s")
     with pytest.raises(UsageError, match="orientation 'RAX'"):
-        write_series(vol, out_dir=tmp_path / "x", orientation="RAX")
+        write_series(vol, out_dir=tmp_path / "x", affine_or_orientation="RAX")
     assert not any(tmp_path.iterdir())
     write_series(vol, out_dir=tmp_path / "y")
     with pytest.raises(UsageError, match="not empty"):
