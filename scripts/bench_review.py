@@ -149,14 +149,14 @@ def bench_browser(out3d: Path, out2d: Path) -> None:
         for name, folder in (("2D", out2d), ("3D", out3d)):
             page = browser.new_page(viewport={"width": 1200, "height": 800})
             page.goto((folder / "readers" / "R01" / "index.html").as_uri())
-            page.wait_for_function("window.imgsynthReady === true && document.getElementById('loading').hidden")
+            page.wait_for_function("() => window.imgsynthReady === true && document.getElementById('loading').hidden")
             times = []
             for _ in range(3):
                 t0 = time.perf_counter()
                 page.click("#case-list li:nth-child(2) button")
-                page.wait_for_function("document.getElementById('loading').hidden")
+                page.wait_for_function("() => document.getElementById('loading').hidden")
                 page.click("#case-list li:nth-child(3) button")
-                page.wait_for_function("document.getElementById('loading').hidden")
+                page.wait_for_function("() => document.getElementById('loading').hidden")
                 times.append((time.perf_counter() - t0) / 2)
             wl = page.evaluate("""() => { const b = document.querySelectorAll('#presets button');
                 const t0 = performance.now(); for (let i = 0; i < 20; i++) b[i % b.length].click();

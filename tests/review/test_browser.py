@@ -49,8 +49,8 @@ class Page:
 
     def open(self, index: Path) -> Any:
         self.page.goto(index.as_uri())
-        self.page.wait_for_function("window.imgsynthReady === true")
-        self.page.wait_for_function("document.getElementById('loading').hidden")
+        self.page.wait_for_function("() => window.imgsynthReady === true")
+        self.page.wait_for_function("() => document.getElementById('loading').hidden")
         return self.page
 
 
@@ -86,7 +86,7 @@ def read_with_browser(session: Page, reader_dir: Path, plan: list[dict[str, Any]
         assert page.text_content("#progress-text") == f"{i + 1} of {n} answered"
     # Answers survive a reload (localStorage, keyed by this package).
     page.reload()
-    page.wait_for_function("window.imgsynthReady === true")
+    page.wait_for_function("() => window.imgsynthReady === true")
     assert page.text_content("#progress-text") == f"{n} of {n} answered"
     page.click("#case-list li:nth-child(2) button")
     assert page.is_checked(f"input[name=answer][value={plan[1]['answer']}]")
@@ -112,6 +112,19 @@ def test_read_reload_export_and_score(browser: Any, pair_2d: tuple[Path, Path], 
         plans[reader] = answer_plan(key, reader)
         files.append(read_with_browser(session, out / "readers" / reader, plans[reader], tmp_path))
     assert session.errors == [] and session.remote == []
+    # A browser that lost its storage (another computer) continues from the exported file.
+    fresh = Page(browser)
+    page = fresh.open(out / "readers" / "R01" / "index.html")
+    assert page.text_content("#progress-text") == "0 of 6 answered"
+    page.set_input_files("#import-file", str(files[1]))  # R02's file: nothing of it belongs here
+    page.wait_for_function("() => document.getElementById('export-status').textContent !== ''")
+    assert page.text_content("#export-status") == "Restored 0 answers (6 rows of another reader or study ignored)."
+    page.set_input_files("#import-file", str(files[0]))
+    page.wait_for_function("() => document.getElementById('export-status').textContent.startsWith('Restored 6')")
+    assert page.text_content("#progress-text") == "6 of 6 answered"
+    page.click("#case-list li:nth-child(2) button")
+    assert page.input_value("#comment") == plans["R01"][1]["comment"]
+    fresh.context.close()
     # The exported files follow the answers contract and hold exactly what was clicked.
     for path, reader in zip(files, ("R01", "R02"), strict=True):
         rows = read_answers(path)
@@ -170,7 +183,7 @@ def test_viewer_window_level_slices_and_pixels(browser: Any, pair_3d: tuple[Path
     box = page.locator("#canvas").bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.mouse.wheel(0, -100)
-    page.wait_for_function("document.getElementById('slice-text').textContent === 'slice 7 / 12'")
+    page.wait_for_function("() => document.getElementById('slice-text').textContent === 'slice 7 / 12'")
     assert page.text_content("#value-text").endswith(" HU") and "(" in page.text_content("#value-text")
     page.click("#presets button:has-text('Lung')")
     assert page.text_content("#wl-text") == "W 1500 / L -600 HU"

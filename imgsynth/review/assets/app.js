@@ -511,7 +511,79 @@
     window.setTimeout(function () { URL.revokeObjectURL(url); }, 10000);
     var missing = N - out.count;
     $('export-status').textContent = 'Exported ' + out.count + ' answer' + (out.count === 1 ? '' : 's') +
-      (missing ? ' (' + missing + ' case' + (missing === 1 ? '' : 's') + ' still unanswered).' : '. Thank you!');
+      (missing ? ' (' + missing + ' case' + (missing === 1 ? '' : 's') + ' still unanswered; Import\u2026 this ' +
+        'file later to continue).' : '. Thank you!');
+  });
+
+  /* ---------------------------------------------------------------- import */
+  function parseCsv(text) {
+    var rows = [];
+    var row = [];
+    var cell = '';
+    var quoted = false;
+    text = text.replace(/^\ufeff/, '');
+    for (var i = 0; i < text.length; i++) {
+      var ch = text[i];
+      if (quoted) {
+        if (ch === '"' && text[i + 1] === '"') { cell += '"'; i++; } else if (ch === '"') { quoted = false; } else { cell += ch; }
+      } else if (ch === '"') {
+        quoted = true;
+      } else if (ch === ',') {
+        row.push(cell); cell = '';
+      } else if (ch === '\n' || ch === '\r') {
+        if (ch === '\r' && text[i + 1] === '\n') { i++; }
+        row.push(cell); rows.push(row); row = []; cell = '';
+      } else {
+        cell += ch;
+      }
+    }
+    if (cell !== '' || row.length) { row.push(cell); rows.push(row); }
+    return rows;
+  }
+
+  function importAnswers(text) {
+    var rows = parseCsv(text);
+    var head = rows.shift() || [];
+    var col = {};
+    FIELDS.forEach(function (f) { col[f] = head.indexOf(f); });
+    if (FIELDS.some(function (f) { return col[f] < 0; })) {
+      return 'This is not an answers.csv file (expected columns ' + FIELDS.join(', ') + ').';
+    }
+    var known = {};
+    S.cases.forEach(function (c) { known[c.id] = true; });
+    var restored = 0;
+    var other = 0;
+    rows.forEach(function (r) {
+      if (r.length < FIELDS.length) { return; }
+      var a = {
+        answer: r[col.answer], confidence: parseInt(r[col.confidence], 10), quality: parseInt(r[col.quality], 10),
+        comment: r[col.comment]
+      };
+      if (r[col.reader] !== S.reader || !known[r[col['case']]] || !isComplete(a) ||
+          a.confidence > 5 || a.quality > 5) { other++; return; }
+      store.answers[r[col['case']]] = a;
+      var secs = parseFloat(r[col.seconds]);
+      if (secs >= 0) { store.seconds[r[col['case']]] = Math.max(store.seconds[r[col['case']]] || 0, secs); }
+      restored++;
+    });
+    saveStore();
+    fillForm();
+    updateProgress();
+    return 'Restored ' + restored + ' answer' + (restored === 1 ? '' : 's') +
+      (other ? ' (' + other + ' row' + (other === 1 ? '' : 's') + ' of another reader or study ignored).' : '.');
+  }
+
+  $('import-file').addEventListener('change', function () {
+    var file = this.files && this.files[0];
+    if (!file) { return; }
+    var input = this;
+    var reader = new FileReader();
+    reader.onload = function () {
+      $('export-status').textContent = importAnswers(String(reader.result));
+      input.value = '';
+    };
+    reader.onerror = function () { $('export-status').textContent = 'The file could not be read.'; };
+    reader.readAsText(file);
   });
 
   /* ---------------------------------------------------------------- keys */
