@@ -205,6 +205,9 @@ def export_review(
         for i in order
     ]
     write_key(staging / "key.csv", key_rows)
+    if cfg.dicom:
+        for r, rdir, order in zip(readers, reader_dirs, orders, strict=True):
+            dicom_file_set(staging / "series" / r, [ids[i] for i in order], rdir / "dicom", file_set_id=f"REVIEW_{r}")
     _same_times(staging / "readers")
 
     # Move into place; review.json last marks the export complete.
@@ -247,7 +250,7 @@ def _jobs(
         if cfg.dicom:
             for k, (r, rdir) in enumerate(zip(readers, reader_dirs, strict=True)):
                 dicom.append({
-                    "out_dir": rdir / "dicom" / ids[i],
+                    "out_dir": rdir.parent.parent / "series" / r / ids[i],
                     "affine_or_orientation": spec.affine,
                     "spacing": spec.spacing if spec.spatial_dims == 2 else None,
                     "modality": spec.modality,
@@ -271,6 +274,25 @@ def _jobs(
             spec=spec, reader_dirs=tuple(str(d) for d in reader_dirs), dicom=tuple(dicom),
         ))
     return jobs
+
+
+def dicom_file_set(series_root: Path, case_order: list[str], out: Path, *, file_set_id: str) -> Path:
+    """Gather one reader's series (``series_root/<case>/``) into a DICOM File-set with a DICOMDIR.
+
+    The standard layout for removable media (``DICOMDIR``, ``PT000000/ST000000/SE00000k/IM...``)
+    that PACS import stations and viewers read; series are added in the reader's order, so
+    ``SE00000k`` is case k+1 of the list.
+    """
+    from pydicom.fileset import FileSet
+
+    fs = FileSet()
+    fs.ID = file_set_id[:16]
+    for case in case_order:
+        for f in sorted((series_root / case).glob("*.dcm")):
+            fs.add(f)
+    fs.write(out)
+    shutil.rmtree(series_root)
+    return out / "DICOMDIR"
 
 
 def _label(dataset: Dataset, name: str, row: dict[str, str]) -> str:

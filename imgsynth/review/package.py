@@ -9,7 +9,8 @@ Layout of ``readers/<reader>/``::
     cases/<id>.js   one case each: its 16-bit pixels, base64 in a script (a page opened from
                     file:// cannot read back the pixels of an image file, a script it can)
     README.txt      how to read and return the answers
-    dicom/<id>/     (optional) the same case as a DICOM series, one study per reader
+    dicom/          (optional) the same cases as one DICOM study: DICOMDIR + PT000000/ST000000/
+                    SE00000k/IM..., series k = case k+1 of this reader's list
 
 Case files are the same size for every case of a review and name nothing but the case id.
 """
@@ -116,7 +117,11 @@ def readme_text(title: str, reader: str, n_cases: int, dicom: bool) -> str:
         "   done, press 'Export answers.csv' and send that file back.",
     ]
     if dicom:
-        lines += ["", "The dicom/ folder holds the same cases as DICOM series (one study) for a PACS viewer."]
+        lines += [
+            "",
+            "The dicom/ folder holds the same cases as one DICOM study (a file-set with a DICOMDIR) to",
+            "import into a PACS or open in a DICOM viewer: series k is case k of your list.",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pydicom.fileset
 import pytest
 
 from imgsynth.cli import main
@@ -170,23 +171,33 @@ def test_3d_ct_with_dicom_one_study_per_reader(pair_3d: tuple[Path, Path], tmp_p
     assert study["shape"] == [12, 10, 6] and study["spacing"] == pytest.approx([2.5, 0.9, 0.8])  # axial slices
     assert [p["name"] for p in study["presets"]][:3] == ["Dataset", "Brain", "Subdural"]
     dciodvfy = require_tool("dciodvfy")
+
+    def errors(path: Path) -> list[str]:
+        run = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=60)
+        return [ln for ln in run.stderr.splitlines() if ln.startswith("Error")]
+
     studies = {}
     headers = {}
     for reader in ("R01", "R02"):
         rows = [k for k in key if k.reader == reader]
+        media = out / "readers" / reader / "dicom"
+        assert errors(media / "DICOMDIR") == []
+        fileset = pydicom.fileset.FileSet(pydicom.dcmread(media / "DICOMDIR"))
+        assert len(fileset) == 4 * 12
+        assert str(fileset.ID) == f"REVIEW_{reader}"
+        assert len(fileset.find_values("StudyInstanceUID")) == 1  # one study per reader
         uids = set()
         for pos, k in enumerate(rows, start=1):
-            files = sorted((out / "readers" / reader / "dicom" / k.case).glob("*.dcm"))
+            files = sorted((media / "PT000000" / "ST000000" / f"SE{pos - 1:06d}").iterdir())
             assert len(files) == 12
             for f in files if reader == "R01" else files[:1]:
-                run = subprocess.run([dciodvfy, str(f)], capture_output=True, text=True, timeout=60)
-                assert [ln for ln in run.stderr.splitlines() if ln.startswith("Error")] == [], f
+                assert errors(f) == [], f
             ds = pydicom.dcmread(files[5])
             uids.add(ds.StudyInstanceUID)
             assert ds.SeriesNumber == pos and ds.SeriesDescription == f"REVIEW case {k.case}"
             assert ds.PatientName.family_name == "REVIEW" and "SYNTHETIC" not in str(ds.PatientName)
             _, stored = decode_case(out / "readers" / reader / "cases" / f"{k.case}.js")
-            np.testing.assert_array_equal(ds.pixel_array, stored[5])
+            np.testing.assert_array_equal(ds.pixel_array, stored[ds.InstanceNumber - 1])
             headers.setdefault(k.truth, ds)
         assert len(uids) == 1
         studies[reader] = uids.pop()
