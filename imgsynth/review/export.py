@@ -2,9 +2,10 @@
 
 The API function :func:`export_review` selects the cases, then hands one job per case to the
 mini-batch entry :func:`write_case_batch` (run locally by :func:`imgsynth.batch.run_minibatches`,
-or by a parallel job at scale), which writes that case into every reader's package. Everything is
-built under ``OUT_DIR/.staging`` and moved into place at the end, ``review.json`` last: a crash
-never leaves a half-made package, and a rerun with the same settings finds the export done.
+or by a parallel job at scale), which writes that case into every reader's package. The whole
+folder is built as ``.<OUT_DIR>.partial`` beside it and renamed onto ``OUT_DIR`` in one step: a
+crash never leaves a half-made package (a rerun rebuilds it from the seed), and a rerun with the
+same settings finds the export done.
 """
 
 from __future__ import annotations
@@ -170,9 +171,9 @@ def export_review(
     readers = select.reader_ids(cfg.readers)
     orders = select.reader_orders(len(picks), cfg.readers, rng_order)
 
-    # Build everything under .staging, then move it into place.
-    staging = out_dir / ".staging"
-    if staging.exists():
+    # Build the whole review folder beside OUT_DIR, then rename it onto OUT_DIR in one step.
+    staging = out_dir.parent / f".{out_dir.name}.partial"
+    if staging.exists():  # left by an interrupted run: the seed rebuilds the same cases
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     reader_dirs = [staging / "readers" / r for r in readers]
@@ -209,19 +210,14 @@ def export_review(
         for r, rdir, order in zip(readers, reader_dirs, orders, strict=True):
             dicom_file_set(staging / "series" / r, [ids[i] for i in order], rdir / "dicom", file_set_id=f"REVIEW_{r}")
     _same_times(staging / "readers")
-
-    # Move into place; review.json last marks the export complete.
-    final_readers = out_dir / "readers"
-    if final_readers.exists():
-        shutil.rmtree(final_readers)
-    (staging / "readers").rename(final_readers)
-    (staging / "key.csv").replace(out_dir / "key.csv")
-    shutil.rmtree(staging)
     result = ExportResult(
         out_dir=out_dir, readers=readers, n_real=cfg.n_real, n_synthetic=cfg.n_synthetic, seed=seed,
         skipped=skipped, notes=notes + list(spec.notes),
     )
-    atomic_write_json(out_dir / "review.json", _review_json(result, settings, spec, picks, package_ids, argv))
+    atomic_write_json(staging / "review.json", _review_json(result, settings, spec, picks, package_ids, argv))
+    if out_dir.exists():
+        out_dir.rmdir()  # checked empty above
+    staging.rename(out_dir)
     for note in result.notes:
         log.info(note)
     return result
@@ -321,8 +317,8 @@ def _existing_export(out_dir: Path, settings: dict[str, Any], seed: int | None) 
     """The finished export already in ``out_dir`` (same settings), or None when there is none."""
     marker = out_dir / "review.json"
     if not marker.is_file():
-        if (out_dir / "readers").exists() or (out_dir / "key.csv").exists():
-            raise UsageError(f"{out_dir} holds an unfinished or foreign review folder; choose an empty folder")
+        if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+            raise UsageError(f"{out_dir} exists and is not an empty folder or a review export; choose a new folder")
         return None
     import json
 

@@ -111,8 +111,40 @@ def test_real_split_fallback_resume_and_conflicts(pair_2d: tuple[Path, Path], tm
         export_review(real, synth, out, cfg(n_real=9, readers=1))
 
 
+def test_interrupted_export_is_rebuilt_and_foreign_folders_refused(pair_2d: tuple[Path, Path], tmp_path: Path) -> None:
+    real, synth = pair_2d
+    out = tmp_path / "review"
+    partial = tmp_path / ".review.partial"
+    (partial / "readers" / "R01").mkdir(parents=True)
+    (partial / "readers" / "R01" / "half.js").write_text("imgsynthCase(")
+    out.mkdir()  # an empty folder is fine
+    export_review(real, synth, out, cfg(readers=1))
+    assert not partial.exists() and not (out / "readers" / "R01" / "half.js").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["key.csv", "readers", "review.json"]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("x")
+    with pytest.raises(UsageError, match="exists and is not an empty folder or a review export"):
+        export_review(real, synth, tmp_path / "other", cfg())
+    (out / "review.json").write_text("{not json")
+    with pytest.raises(UsageError, match="unreadable review.json"):
+        export_review(real, synth, out, cfg(readers=1))
+
+
+def test_builtin_review_config_loads() -> None:
+    from imgsynth.config import load_config
+
+    conf = load_config("review_turing")
+    assert (conf.export.n_real, conf.export.readers, conf.export.dicom, conf.score.bootstrap) == (50, 3, True, 5000)
+
+
 def test_export_errors_are_one_line_usage_errors(pair_2d: tuple[Path, Path], tmp_path: Path) -> None:
     real, synth = pair_2d
+    with pytest.raises(UsageError, match=r"channel 1 does not exist \(real has 1, synthetic 1\)"):
+        export_review(real, synth, tmp_path / "e", cfg(channel=1))
+    with pytest.raises(UsageError, match="modality CT needs Hounsfield units"):
+        export_review(real, synth, tmp_path / "f", cfg(modality="CT"))
+    with pytest.raises(UsageError, match="has no item in splits val"):
+        export_review(real, synth, tmp_path / "g", cfg(real_splits=["val"]))
     with pytest.raises(UsageError, match=r"need 11 synthetic case\(s\) but only 10 usable item\(s\) exist"):
         export_review(real, synth, tmp_path / "a", cfg(n_synthetic=11))
     with pytest.raises(UsageError, match="must lie outside the input dataset"):
@@ -127,7 +159,12 @@ def test_export_errors_are_one_line_usage_errors(pair_2d: tuple[Path, Path], tmp
                          intensity=Intensity(kind="minmax", low=0, high=1, unit="HU"))
     with pytest.raises(UsageError, match="unit '' differs from synthetic 'HU'"):
         export_review(real, other.root, tmp_path / "d", cfg())
-    assert not any((tmp_path / n).exists() for n in "abcd")
+    vol = make_dataset(tmp_path / "vol", np.zeros((2, 4, 4, 4), np.float32), split="synthetic",
+                       intensity=minmax_intensity())
+    with pytest.raises(UsageError, match="real dataset is 2D but synthetic is 3D"):
+        export_review(real, vol.root, tmp_path / "h", cfg(n_synthetic=2))
+    assert not any((tmp_path / n).exists() for n in "abcdefgh")
+    assert not list(tmp_path.glob(".*.partial"))
 
 
 def test_unreadable_item_is_skipped_and_reported(pair_2d: tuple[Path, Path], tmp_path: Path,

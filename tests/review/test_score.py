@@ -11,7 +11,7 @@ from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 from imgsynth.cli import main
 from imgsynth.contracts import AnswerRow, KeyRow, write_answers, write_key
-from imgsynth.errors import ContractError
+from imgsynth.errors import ContractError, UsageError
 from imgsynth.review import score_review, stats
 from imgsynth.review.config import ReviewScoreConfig
 
@@ -150,6 +150,22 @@ def test_missing_reader_and_allow_incomplete(tmp_path: Path) -> None:
     assert result.warnings == ["reader R02 left 2 of 8 case(s) unanswered (C7, C8)"]
     assert result.results["per_reader"]["R02"]["n"] == 6 and result.results["agreement"]["n_cases"] == 6
     assert "unanswered" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_unusable_inputs(tmp_path: Path) -> None:
+    key, files = write_study(tmp_path)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("reader,case,answer,confidence,quality,comment,seconds\n")
+    with pytest.raises(ContractError, match="empty.csv: holds no answers"):
+        score_review(key, [empty], tmp_path / "out")
+    with pytest.raises(UsageError, match="give at least one answers.csv"):
+        score_review(key, [], tmp_path / "out")
+    with pytest.raises(UsageError, match="would be overwritten by the results"):
+        score_review(key, [files[0], tmp_path / "cases.csv"], tmp_path)
+    blank = tmp_path / "blank-key.csv"
+    blank.write_text("reader,case,truth,dataset,item\n")
+    with pytest.raises(ContractError, match="key.csv lists no case"):
+        score_review(blank, files, tmp_path / "out")
 
 
 def test_cli_score_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
