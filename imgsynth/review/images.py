@@ -78,7 +78,8 @@ def check_compatible(real: DatasetInfo, synthetic: DatasetInfo, channel: int) ->
             f"real intensity unit '{real.intensity.unit}' differs from synthetic '{synthetic.intensity.unit}'"
         )
     notes = []
-    if (synthetic.spacing or None) != (real.spacing or None) or synthetic.orientation != real.orientation:
+    orientation_differs = real.spatial_dims == 3 and (synthetic.orientation or "RAS") != (real.orientation or "RAS")
+    if (synthetic.spacing or None) != (real.spacing or None) or orientation_differs:
         notes.append("synthetic spacing/orientation differ from the real dataset's; every case uses the real one")
     return notes
 

@@ -248,22 +248,23 @@ def test_3d_ct_with_dicom_one_study_per_reader(pair_3d: tuple[Path, Path], tmp_p
 
 
 def test_medmnist_real_cases_keep_their_pixels(shared_data: Path, tmp_path: Path) -> None:
-    """Real chest X-rays (PneumoniaMNIST test split) reach the package with their exact uint8 values."""
-    npz = np.load(shared_data / "medmnist" / "pneumoniamnist.npz")
-    raw = npz["test_images"][:6].astype(np.float32)
-    labels = [["normal", "pneumonia"][int(v)] for v in npz["test_labels"][:6, 0]]
-    intensity = minmax_intensity()
-    real = make_dataset(tmp_path / "real", intensity.to_model(raw), split="test", intensity=intensity, labels=labels)
+    """Real chest X-rays (PneumoniaMNIST, imported by the data stage) keep their exact uint8 values."""
+    from imgsynth.data.medmnist import import_medmnist
+
+    npz = shared_data / "medmnist" / "pneumoniamnist.npz"
+    real = import_medmnist(npz, tmp_path / "real", size=28, max_per_split=6)
     synth = make_dataset(tmp_path / "synth", blobs_2d(4, 28, np.random.default_rng(2)), split="synthetic",
-                         intensity=intensity)
+                         intensity=minmax_intensity(), categories=["normal", "pneumonia"], spacing=[1.0, 1.0])
     out = tmp_path / "review"
-    export_review(real.root, synth.root, out, ReviewExportConfig(n_real=6, n_synthetic=4, readers=1, seed=0))
+    export_review(real.root, synth.root, out, ReviewExportConfig(n_real=6, n_synthetic=4, readers=1, seed=0,
+                                                                 show_conditions=["label"]))
+    raw = np.load(npz)["test_images"]
     study = study_of(out / "readers" / "R01")
-    for k in read_key(out / "key.csv"):
-        if k.truth != "real":
-            continue
+    reals = [k for k in read_key(out / "key.csv") if k.truth == "real"]
+    assert len(reals) == 6 and all(k.item.startswith("pneumoniamnist-test-") for k in reals)
+    for k in reals:
         _, stored = decode_case(out / "readers" / "R01" / "cases" / f"{k.case}.js")
-        np.testing.assert_array_equal(np.rint(stored * study["slope"] + study["intercept"]), raw[int(k.item)])
+        np.testing.assert_array_equal(np.rint(stored * study["slope"] + study["intercept"]), raw[int(k.item[-5:])])
 
 
 def test_cli_export_with_config_file(pair_2d: tuple[Path, Path], tmp_path: Path,
