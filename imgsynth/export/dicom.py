@@ -279,8 +279,6 @@ def write_series(
     temporary folder and renamed onto ``out_dir`` (which must be absent or empty unless
     ``overwrite``); returns the slice files in order.
     """
-    import pydicom  # noqa: F401  (heavy import kept inside)
-
     vol = np.asarray(volume)
     if vol.ndim not in (2, 3) or min(vol.shape) < 1:
         raise UsageError(f"volume must be [H, W] or [D, H, W] (got shape {vol.shape})")
@@ -406,14 +404,14 @@ class _SeriesHeader:
     def slice_dataset(self, pixels: np.ndarray, geo: SliceGeometry, number: int) -> Any:
         from pydicom.dataset import Dataset, FileMetaDataset
         from pydicom.sequence import Sequence as DicomSequence
-        from pydicom.uid import ExplicitVRLittleEndian
+        from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
         sop_uid = new_uid(self.uid_root)
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = SOP_CLASS[self.modality]
         meta.MediaStorageSOPInstanceUID = sop_uid
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = "1.2.826.0.1.3680043.8.498.1"  # pydicom's implementation UID
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
         meta.ImplementationVersionName = _text(f"IMGSYNTH_{imgsynth.__version__}", 16)
 
         ds = Dataset()

@@ -11,6 +11,7 @@ same settings finds the export done.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import secrets
 import shutil
@@ -320,8 +321,6 @@ def _existing_export(out_dir: Path, settings: dict[str, Any], seed: int | None) 
         if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
             raise UsageError(f"{out_dir} exists and is not an empty folder or a review export; choose a new folder")
         return None
-    import json
-
     try:
         done = json.loads(marker.read_text(encoding="utf-8"))
         before = dict(done["settings"])

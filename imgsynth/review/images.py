@@ -106,7 +106,7 @@ def display_spec(
     """The shared display description (``value_range``: physical range of the encoded values)."""
     notes = check_compatible(real, synthetic, channel)
     dims = real.spatial_dims
-    spacing = tuple(float(s) for s in (real.spacing or [1.0] * dims))
+    spacing = spec_spacing_of(real)
     shape = spatial_shape(real)
     affine = None
     if dims == 3:
