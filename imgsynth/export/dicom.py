@@ -22,6 +22,7 @@ series is built from the pixel array alone. Patient identity removal is declared
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 import re
 import shutil
@@ -272,7 +273,8 @@ def write_series(
     Capture). ``synthetic``: True marks the series SYNTHETIC with
     ``provenance`` (run, checkpoint hash, seed, ...) in ImageComments, False marks a
     de-identified real image, None an undisclosed case of a blinded reader study.
-    ``patient_id`` is a pseudonym (``SYNTHETIC^<patient_id>`` for synthetic series). ``window`` =
+    ``patient_id`` is a pseudonym (``SYNTHETIC^<patient_id>`` for synthetic series; by default
+    derived from the study UID, so series sharing ``study_uid`` share the patient). ``window`` =
     (centre, width) in physical units. ``value_range`` fixes the stored-value mapping so that
     several series share it. UIDs are fresh (under ``uid_root`` if given); pass ``study_uid`` /
     ``frame_of_reference_uid`` to put several series in one study. The series is written into a
@@ -381,7 +383,8 @@ class _SeriesHeader:
 
     def _marking(self) -> tuple[str, str, str, str]:
         """(patient name, patient id, description prefix, de-identification method)."""
-        pid = _text(self.patient_id or uuid.uuid4().hex[:12].upper(), 48)
+        # Without a given pseudonym, one derived from the study UID: every series of a study agrees.
+        pid = _text(self.patient_id or hashlib.sha256(self.study_uid.encode()).hexdigest()[:12].upper(), 48)
         if self.synthetic is True:
             return f"SYNTHETIC^{pid}", f"SYNTHETIC-{pid}", SYNTHETIC_PREFIX, "imgsynth synthetic image: no patient data"
         if self.synthetic is None:

@@ -193,6 +193,7 @@ def test_uid_root_and_shared_study(tmp_path: Path) -> None:
     a = write_series(vol, out_dir=tmp_path / "a", modality="CT", unit="HU", uid_root=root, study_uid=study)
     b = write_series(vol, out_dir=tmp_path / "b", modality="CT", unit="HU", uid_root=root, study_uid=study)
     uids = set()
+    assert len({pydicom.dcmread(f).PatientID for f in a + b}) == 1  # one pseudonymous patient per study
     for f in a + b:
         ds = pydicom.dcmread(f)
         assert ds.StudyInstanceUID == study
