@@ -164,9 +164,7 @@ def export_review(
     skipped = sel_real.skipped + sel_synth.skipped
 
     value_range = images.physical_range(real_ds.info) or (min(r[0] for r in ranges), max(r[1] for r in ranges))
-    spec = images.display_spec(
-        real_ds.info, synth_ds.info, value_range=value_range, channel=cfg.channel, modality=cfg.modality
-    )
+    spec = images.display_spec(real_ds.info, value_range=value_range, channel=cfg.channel, modality=cfg.modality)
     picks = sel_real.picks + sel_synth.picks
     ids = select.case_ids(len(picks), rng_ids)
     readers = select.reader_ids(cfg.readers)
@@ -213,7 +211,7 @@ def export_review(
     _same_times(staging / "readers")
     result = ExportResult(
         out_dir=out_dir, readers=readers, n_real=cfg.n_real, n_synthetic=cfg.n_synthetic, seed=seed,
-        skipped=skipped, notes=notes + list(spec.notes),
+        skipped=skipped, notes=notes,
     )
     atomic_write_json(staging / "review.json", _review_json(result, settings, spec, picks, package_ids, argv))
     if out_dir.exists():

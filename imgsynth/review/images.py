@@ -9,7 +9,7 @@ encoded with the same 16-bit linear map.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -49,7 +49,6 @@ class DisplaySpec:
     value_range: tuple[float, float]
     presets: tuple[Preset, ...]
     channel: int = 0
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def dtype(self) -> str:
@@ -97,14 +96,15 @@ def pick_modality(info: DatasetInfo, requested: str) -> Literal["CT", "MR", "OT"
 
 def display_spec(
     real: DatasetInfo,
-    synthetic: DatasetInfo,
     *,
     value_range: tuple[float, float],
     channel: int = 0,
     modality: str = "auto",
 ) -> DisplaySpec:
-    """The shared display description (``value_range``: physical range of the encoded values)."""
-    notes = check_compatible(real, synthetic, channel)
+    """The shared display description (``value_range``: physical range of the encoded values).
+
+    Call :func:`check_compatible` first: this takes the real dataset's grid for every case.
+    """
     dims = real.spatial_dims
     spacing = spec_spacing_of(real)
     shape = spatial_shape(real)
@@ -128,7 +128,6 @@ def display_spec(
         value_range=(lo, hi),
         presets=tuple(presets_for(real, value_range, mod)),
         channel=channel,
-        notes=tuple(notes),
     )
 
 

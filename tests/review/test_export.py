@@ -189,7 +189,7 @@ def test_case_batch_entry_reports_failures_without_raising(pair_2d: tuple[Path, 
     ds = Dataset.read(real)
     from imgsynth.review import images
 
-    spec = images.display_spec(ds.info, ds.info, value_range=(0.0, 255.0))
+    spec = images.display_spec(ds.info, value_range=(0.0, 255.0))
     job = CaseJob(case_id="AAAAA", dataset_root=str(real), info=ds.info.model_dump(mode="json"), row=ds.rows[0],
                   spec=spec, reader_dirs=(str(tmp_path / "pkg"),))
     missing = dataclasses.replace(job, case_id="CCCCC", row={**ds.rows[1], "path": "items/none.npy"})
