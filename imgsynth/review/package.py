@@ -115,6 +115,8 @@ def readme_text(title: str, reader: str, n_cases: int, dicom: bool) -> str:
         "   Mouse: drag = window/level, wheel = slices (3D), Ctrl+wheel = zoom, Shift+drag = pan.",
         "3. Answers are kept in this browser on this computer, also after closing it. When you are",
         "   done, press 'Export answers.csv' and send that file back.",
+        "4. Exporting now and then is a good backup: on another computer, or if the browser forgot",
+        "   your answers, press 'Import...' and choose your last answers.csv to continue.",
     ]
     if dicom:
         lines += [

@@ -39,9 +39,9 @@ def summary_sentence(results: dict[str, Any]) -> str:
     ci = acc.get("ci")
     if acc.get("value") is None:
         return head
-    figure = f"Pooled accuracy {_with_ci(acc)} ({level}% CI; 0.5 is chance)"
     if not ci:
-        return head + figure + "."
+        return f"{head}Pooled accuracy {_with_ci(acc)} (0.5 is chance)."
+    figure = f"Pooled accuracy {_with_ci(acc)} ({level}% CI; 0.5 is chance)"
     if ci[0] > 0.5:
         verdict = "readers told synthetic from real images better than chance."
     elif ci[1] < 0.5:

@@ -145,8 +145,10 @@ def test_missing_reader_and_allow_incomplete(tmp_path: Path) -> None:
         score_review(key, files[:1], tmp_path / "out")
     partial = _answers(tmp_path / "p.csv", [("R02", c) for c in CASES[:6]])
     result = score_review(key, [files[0], partial], tmp_path / "out",
-                          ReviewScoreConfig(bootstrap=100, allow_incomplete=True))
+                          ReviewScoreConfig(bootstrap=0, allow_incomplete=True))
     assert result.exit_code == 3
+    assert result.results["pooled"]["auc"]["ci"] is None and result.results["per_reader"]["R01"]["accuracy"]["ci"]
+    assert "Pooled accuracy 0.714 (0.5 is chance)." in (tmp_path / "out" / "report.md").read_text()
     assert result.warnings == ["reader R02 left 2 of 8 case(s) unanswered (C7, C8)"]
     assert result.results["per_reader"]["R02"]["n"] == 6 and result.results["agreement"]["n_cases"] == 6
     assert "unanswered" in (tmp_path / "out" / "report.md").read_text()
