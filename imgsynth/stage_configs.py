@@ -5,3 +5,4 @@ here; ``imgsynth.config.config_kinds()`` imports this module on first use.
 """
 
 import imgsynth.data.config  # noqa: F401  (kind: preprocess)
+import imgsynth.review.config  # noqa: F401
