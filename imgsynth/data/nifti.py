@@ -102,7 +102,12 @@ def nifti_bytes(data: np.ndarray, affine: np.ndarray) -> bytes:
     img = nib.Nifti1Image(arr, np.asarray(affine, dtype=np.float64))
     img.header.set_xyzt_units("mm")
     img.set_sform(affine, code=1)
-    img.set_qform(affine, code=1)
+    cols = np.asarray(affine, dtype=np.float64)[:3, :3]
+    gram = cols.T @ cols
+    if np.allclose(gram - np.diag(np.diag(gram)), 0, atol=1e-6 * float(np.max(np.abs(gram)))):
+        img.set_qform(affine, code=1)
+    else:  # a sheared grid (gantry tilt kept as shear): the qform cannot hold it, only the sform
+        img.set_qform(None, code=0)
     return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
 
 

@@ -237,7 +237,9 @@ def _read_plan(out: Path) -> list[Unit]:
 
 
 def _completed(out: Path, chash: str, ihash: str) -> PreprocessResult | None:
-    if not out.exists() or not any(out.iterdir()):
+    """The finished dataset of these inputs and config in ``out``; None when ``out`` is free (empty,
+    an unfinished run, or only the errors.jsonl of a run that found nothing usable)."""
+    if not out.exists() or {p.name for p in out.iterdir()} <= {ERRORS}:
         return None
     info_path = out / "dataset.json"
     if (work_dir(out) / "plan.json").is_file():
@@ -429,12 +431,11 @@ def _dataset_info(
         "git_commit": git_commit(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    orientation = cfg.spatial.orientation if cfg.output != "nifti" or cfg.spatial.orientation else None
     return DatasetInfo(
         spatial_dims=cfg.spatial_dims,
         shape=shape,
         spacing=spacing,
-        orientation=orientation,
+        orientation=cfg.spatial.orientation,
         intensity=intensity,
         conditions=conditions,
         source=source,
@@ -447,8 +448,9 @@ def _dataset_info(
 def _preprocess_medmnist(npz: list[str], out: Path, cfg: PreprocessConfig) -> PreprocessResult:
     from imgsynth.data.medmnist import import_medmnist_many
 
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and not {p.name for p in out.iterdir()} <= {ERRORS, "items"}:
         raise UsageError(f"output folder {out} is not empty; choose an empty folder")
+    shutil.rmtree(out / "items", ignore_errors=True)  # an interrupted import: start again
     dataset, errors = import_medmnist_many(
         [Path(p) for p in npz], out, size=cfg.medmnist.size, max_per_split=cfg.medmnist.max_per_split, dtype=cfg.dtype
     )

@@ -48,10 +48,10 @@ def mask_channels(cfg: PreprocessConfig) -> list[str]:
 def load_unit(unit: Unit, cfg: PreprocessConfig) -> Volume:
     """The unit's volume in physical units (masks on the same grid), checked."""
     if unit.kind == "dicom":
-        group = SeriesGroup(frames_from_json(unit.frames), {"Modality": unit.fields.get("modality", "")})
-        vol = load_series(group, cfg.dicom)
         if cfg.masks:
             raise InputError("mask conditions need NIfTI or template inputs (DICOM series carry no aligned maps)")
+        group = SeriesGroup(frames_from_json(unit.frames), {"Modality": unit.fields.get("modality", "")})
+        vol = load_series(group, cfg.dicom)
     elif unit.kind == "nifti":
         vol = load_nifti(unit.path, cfg.nifti, unit.masks)
     else:

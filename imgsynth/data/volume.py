@@ -20,10 +20,6 @@ class Volume:
     masks: dict[str, np.ndarray] = field(default_factory=dict)  # channel name -> [X, Y, Z]
     notes: list[str] = field(default_factory=list)  # geometry corrections applied on loading
 
-    @property
-    def spacing(self) -> list[float]:
-        return [float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0)]
-
 
 def check_volume(vol: Volume) -> None:
     """Refuse volumes no model should see: non-finite values, constant images, misaligned masks."""
