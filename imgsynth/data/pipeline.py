@@ -46,6 +46,7 @@ from imgsynth.data.process import (
     WORK,
     load_dataset_intensity,
     preprocess_minibatch,
+    remove_items,
     stats_minibatch,
     work_dir,
 )
@@ -309,7 +310,7 @@ def finish(
             values = {s.name: series_value(s, unit.fields) for s in series_specs}
         except MissingValue as exc:
             errors.append({"input": unit.label, "reason": str(exc)})
-            _delete_items(out, result["items"])
+            remove_items(out, result["items"])
             continue
         kept.append((unit, result, values))
 
@@ -339,7 +340,7 @@ def finish(
     else:
         assigned = block_splits([(f"{rank[uid]:08d}/{line}", k) for uid, line, k, _ in lines], cfg.split)
         dropped = [lines[n][3] for n, s in assigned.items() if s is None]
-        _delete_items(out, dropped)
+        remove_items(out, dropped)
         keep = []
         for n, row in enumerate(rows):
             if assigned[n] is not None:
@@ -357,12 +358,6 @@ def finish(
     dataset = write_dataset(out, info, rows)
     shutil.rmtree(work_dir(out), ignore_errors=True)
     return PreprocessResult(out, dataset, errors)
-
-
-def _delete_items(out: Path, items: list[dict[str, Any]]) -> None:
-    for item in items:
-        for rel in [item["path"], *item.get("masks", {}).values()]:
-            (out / rel).unlink(missing_ok=True)
 
 
 def _write_errors(out: Path, errors: list[dict[str, str]]) -> None:

@@ -30,7 +30,7 @@ from imgsynth.data.intensity import (
 from imgsynth.data.nifti import load_nifti, save_nifti
 from imgsynth.data.sources import Unit, load_template
 from imgsynth.data.transforms import FOV, apply_chain
-from imgsynth.data.volume import Volume, check_volume
+from imgsynth.data.volume import Volume, check_volume, short_message
 from imgsynth.errors import ImgsynthError, InputError
 from imgsynth.utils.io import atomic_write_json
 
@@ -170,7 +170,8 @@ def _grid_spacing(affine: np.ndarray, cfg: PreprocessConfig) -> list[list[float]
     return [[size[rows_cols[p][0]], size[rows_cols[p][1]]] for p in cfg.slices.axes]
 
 
-def _remove(out_dir: Path, items: list[dict[str, Any]]) -> None:
+def remove_items(out_dir: Path, items: list[dict[str, Any]]) -> None:
+    """Delete the files of items (image and masks) that will not be in the dataset."""
     for item in items:
         for rel in [item["path"], *item.get("masks", {}).values()]:
             (out_dir / rel).unlink(missing_ok=True)
@@ -195,11 +196,11 @@ def process_unit(
         if not items:
             raise InputError("no slice passed the slice range / empty-slice filter")
     except ImgsynthError as exc:
-        _remove(out_dir, items)
+        remove_items(out_dir, items)
         return {**result, "error": str(exc)}
     except Exception as exc:  # keep the batch going; the reason names the failure
-        _remove(out_dir, items)
-        return {**result, "error": f"internal error {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"}
+        remove_items(out_dir, items)
+        return {**result, "error": f"internal error {type(exc).__name__}: {short_message(exc, 200)}"}
     return {
         **result,
         "items": items,

@@ -21,6 +21,12 @@ class Volume:
     notes: list[str] = field(default_factory=list)  # geometry corrections applied on loading
 
 
+def short_message(exc: BaseException, limit: int = 160) -> str:
+    """One line of at most ``limit`` characters from an exception, for errors.jsonl."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3].rsplit(" ", 1)[0] + "..."
+
+
 def check_volume(vol: Volume) -> None:
     """Refuse volumes no model should see: non-finite values, constant images, misaligned masks."""
     img = vol.image
