@@ -7,6 +7,7 @@ import csv
 import gzip
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -443,3 +444,41 @@ def test_medmnist_inputs_merge_and_bad_npz_is_listed(shared_data: Path, tmp_path
     assert ds.info.shape == [1, 32, 32] and ds.info.splits == {"train": 6, "val": 6, "test": 6}
     assert {r["id"].rsplit("-", 2)[0] for r in ds.rows} == {"pneumoniamnist", "pneumoniamnist-2"}
     assert "not a readable .npz" in errors_of(out)[0]["reason"]
+
+
+def test_builtin_preprocess_configs_validate_and_api_is_importable() -> None:
+    from imgsynth.config import builtin_config_names, load_config
+    from imgsynth.data import preprocess as api
+    from imgsynth.data import preprocess_minibatch
+    from imgsynth.data.config import PreprocessConfig
+
+    names = [n for n in builtin_config_names() if n.startswith("preprocess_")]
+    assert {"preprocess_native", "preprocess_ct", "preprocess_mr", "preprocess_medmnist", "preprocess_mni152_slices"} <= set(names)
+    for name in names:
+        assert isinstance(load_config(name, expect_kind="preprocess"), PreprocessConfig)
+    assert api is preprocess and callable(preprocess_minibatch)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["conditions=[{name: p, source: plane}]"], "needs spatial_dims: 2"),
+        (["conditions=[{name: d, source: 'csv:dx'}]"], "no labels_csv is set"),
+        (["masks={m: {channels: [_m]}}"], "no condition uses them"),
+        (["conditions=[{name: m, source: 'mask:x'}]"], "not defined under 'masks'"),
+        (["output=nifti", "intensity.kind=percentile"], "output 'nifti' keeps physical units"),
+        (["split.by=block"], "needs spatial_dims: 2"),
+        (["intensity.kind=percentile", "intensity.low=0", "intensity.high=1"], "do not apply to kind 'percentile'"),
+        (["split.train=0.5"], "must sum to 1"),
+        (["conditions=[{name: a, source: age, type: categorical}]"], "is continuous, not categorical"),
+        (["conditions=[{name: a, source: weight}]"], "unknown condition source 'weight'"),
+        (["nifti.subject_pattern=sub-(["], "not a valid regular expression"),
+        (["spatial.orientation=RRS"], "not three axis codes"),
+        (["slices.axes=[axial, axial]"], "repeat a plane"),
+    ],
+)
+def test_config_errors_name_the_field_and_the_fix(overrides: list[str], message: str) -> None:
+    from imgsynth.data.pipeline import resolve_config
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        resolve_config(None, overrides)
