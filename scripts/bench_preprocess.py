@@ -124,6 +124,18 @@ def spawn(which: str, inputs: Path, out: Path, size: int) -> dict[str, float]:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def same_output(ours: Path, monai: Path) -> float:
+    """Largest difference between each of our items and its closest hand-chain output."""
+    import numpy as np
+
+    theirs = [np.load(p)[0] for p in sorted(monai.glob("*.npy"))]
+    worst = 0.0
+    for path in sorted(ours.rglob("items/**/*.npy")):
+        a = np.load(path)[0]
+        worst = max(worst, min(float(np.abs(a - b).max()) for b in theirs if b.shape == a.shape))
+    return worst
+
+
 def loader_epochs(dataset_dir: Path, cache_dir: Path, batch_size: int) -> dict[str, float]:
     from imgsynth.data.loading import item_dataset, make_loader
 
@@ -185,6 +197,7 @@ def main() -> None:
         overhead = best["ours"]["seconds"] / best["monai"]["seconds"] - 1
         mem_extra = (best["ours"]["peak_mb"] - best["ours"]["base_mb"]) / max(1.0, best["monai"]["peak_mb"] - best["monai"]["base_mb"]) - 1
         print(f"time overhead of imgsynth vs MONAI chain: {overhead * 100:+.1f}% (target <= +10%)")
+        print(f"same work: max |imgsynth - MONAI| over the items = {same_output(tmp_path / 'ours0', tmp_path / 'monai0'):.2e}")
         print(f"working-memory overhead (peak - after imports): {mem_extra * 100:+.1f}%")
 
         ep = loader_epochs(tmp_path / "ours0", tmp_path / "cache3d", batch_size=2)
