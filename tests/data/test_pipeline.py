@@ -482,3 +482,14 @@ def test_config_errors_name_the_field_and_the_fix(overrides: list[str], message:
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         resolve_config(None, overrides)
+
+
+def test_medmnist_3d_keeps_its_size_and_labels(shared_data: Path, tmp_path: Path) -> None:
+    npz = shared_data / "volumes" / "adrenalmnist3d_64.npz"
+    ds = preprocess([npz], tmp_path / "out", overrides=["medmnist.max_per_split=2"]).dataset
+    raw = np.load(npz)
+    assert ds.info.spatial_dims == 3 and ds.info.shape == [1, 64, 64, 64]
+    assert ds.info.condition("label").categories == ["normal", "mass"]
+    first = next(r for r in ds.rows if r["split"] == "test")
+    np.testing.assert_allclose(ds.info.intensity.to_physical(ds.load(first)[0]), raw["test_images"][0], atol=1e-3)
+    assert first["label"] == ["normal", "mass"][int(raw["test_labels"][0, 0])]
