@@ -303,6 +303,11 @@ def check(config: TrainConfig, info: DatasetInfo) -> None:
             f"'model.spatial_dims'={cfg.spatial_dims} but the dataset is {info.spatial_dims}D (use the ldm_{info.spatial_dims}d config)"
         )
     spatial = info.shape[1:]
+    if any(size < 1 for size in spatial):
+        raise ConfigError(
+            f"the dataset's items vary in size (shape {info.shape} in dataset.json); latent diffusion needs one "
+            "size: preprocess with a config that resamples or crops to a fixed shape"
+        )
     f = cfg.autoencoder.downsample
     if any(s % f for s in spatial):
         raise ConfigError(
