@@ -191,21 +191,20 @@ def sampling(device: str, ddpm_steps: int, batch: int) -> dict[str, float]:
     from imgsynth.models.diffusion import NoiseProcess
     from imgsynth.models.sampling import item_noise, sample_latents
 
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     config, ae, unet, _ = _setup(device)
-    dev = torch.device(device)
+    dev, clock = torch.device(device), _clock(device)
     ae, unet = ae.to(dev).eval(), unet.to(dev).eval()
     process = NoiseProcess(config.model.noise, 2)
     cond = {"label": torch.tensor([i % 2 for i in range(batch)], device=dev)}
     out = {}
     for name, sampler, steps in (("dpm++20", "dpm++", 20), (f"ddpm{ddpm_steps}", "ddpm", ddpm_steps)):
         x_T, gens = item_noise(list(range(batch)), (3, 8, 8), dev)
-        start = time.perf_counter()
+        start = clock()
         with torch.no_grad():
             z = sample_latents(unet, process, x_T, cond, sampler=sampler, steps=steps, guidance=2.0, generators=gens)
             ae.decode(z)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        out[name] = batch / (time.perf_counter() - start)
+        out[name] = batch / (clock() - start)
     return out
 
 
@@ -241,7 +240,7 @@ def main() -> None:
     s = sampling(args.device, args.ddpm_steps, args.sample_batch)
     fast, slow = s["dpm++20"], s[f"ddpm{args.ddpm_steps}"]
     print(f"sampling    DPM-Solver++ 20 steps {fast:8.2f} img/s   DDPM {args.ddpm_steps} steps {slow:8.3f} img/s   "
-          f"speed-up x{fast / slow:.1f} (batch {args.sample_batch}, guidance 2, decode included)")
+          f"speed-up x{fast / slow:.1f} (batch {args.sample_batch}, guidance 2, decode included; {kind})")
 
 
 def _cuda() -> bool:
