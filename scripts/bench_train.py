@@ -1,6 +1,6 @@
 """Benchmark: the shared training loop vs a bare hand-written loop, and fast vs 1000-step sampling.
 
-    python scripts/bench_train.py [--steps 40] [--reps 2] [--device cpu|cuda] [--ddpm-steps 1000]
+    python scripts/bench_train.py [--steps 30] [--reps 3] [--device cpu|cuda] [--ddpm-steps 1000]
 
 1. Loop overhead. The same MONAI UNet (``ldm_2d_tiny``'s diffusion stage: frozen autoencoder
    encoding 32x32 chest X-rays, conditional UNet, v-prediction, Adam, grad clipping, EMA) trained
