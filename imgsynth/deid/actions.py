@@ -61,8 +61,14 @@ TIME_VRS = frozenset({"DA", "DT", "TM"})
 DUMMY_TEXT = "ANONYMIZED"
 DUMMY_BY_VR: dict[str, object] = {
     "DA": DUMMY_DATE, "DT": DUMMY_DATE + "000000", "TM": "000000", "AS": "000Y", "DS": "0", "IS": "0",
-    "US": 0, "SS": 0, "UL": 0, "SL": 0, "UV": 0, "SV": 0, "FL": 0.0, "FD": 0.0, "AT": 0, "UR": "",
+    "US": 0, "SS": 0, "UL": 0, "SL": 0, "UV": 0, "SV": 0, "FL": 0.0, "FD": 0.0, "AT": 0, "UR": "urn:anonymized",
 }
+# Multi-frame IODs built on functional groups and the Enhanced General Equipment module.
+ENHANCED_SOP_CLASSES = frozenset(
+    "1.2.840.10008.5.1.4.1.1." + s
+    for s in ("2.1", "2.2", "4.1", "4.3", "4.4", "12.1.1", "12.2.1", "13.1.3", "13.1.4", "13.1.5", "30", "66.4",
+              "66.7", "77.1.6", "128.1", "130", "6.2", "14.1", "14.2", "4.2", "2.3", "6.3")
+)
 _CODE_MEANINGS = {c.value: c.meaning for c in codes.cid7050.concepts.values()}
 _SIMPLE_CHARSETS = {"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192", "ISO 2022 IR 6"}
 
@@ -76,6 +82,7 @@ class Entry(NamedTuple):
     kind: Kind | None
     retained_by: frozenset[Option]
     known: bool  # in the DICOM data dictionary
+    needs_value: bool  # the Basic Profile replaces it with a dummy (D): IODs need a value
 
 
 @dataclass
@@ -83,11 +90,12 @@ class FileState:
     """Per-file state of one walk."""
 
     contexts: tuple[str, ...]
-    simple_charset: bool
+    simple_charset: bool  # text can be decoded from raw bytes directly (ASCII, Latin-1, UTF-8)
+    text_codec: str = "latin-1"
     date_offset: int | None = None
     needles: NeedleIndex = field(default_factory=NeedleIndex)
     counts: Counter = field(default_factory=Counter)
-    to_clean: list[tuple[Dataset, int, str, bool]] = field(default_factory=list)
+    to_clean: list[tuple[Dataset, int, str, bool, bool]] = field(default_factory=list)
     uids: dict[str, str] = field(default_factory=dict)
     pseudonyms: dict[str, tuple[str, str]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -114,6 +122,18 @@ def values_of(value: object) -> list[str]:
     return [str(value)]
 
 
+_STRING_VRS = frozenset({*TEXT_VRS, "DA", "DT", "TM", "UI", "DS", "IS"})
+
+
+def _value(ds: Dataset, t: int, elem: DataElement | RawDataElement, vr: str, st: FileState) -> object:
+    """An element's value; string values of raw elements are decoded without converting them."""
+    if isinstance(elem, RawDataElement):
+        if st.simple_charset and vr in _STRING_VRS and elem.value is not None:
+            return elem.value.decode(st.text_codec, "replace").rstrip(" \x00")
+        return ds[t].value
+    return elem.value
+
+
 def _vr_of(elem: DataElement | RawDataElement, entry: Entry) -> str:
     vr = elem.VR
     if not vr or vr == "UN" or " or " in vr:
@@ -127,7 +147,11 @@ def iod_contexts(ds: Dataset) -> tuple[str, ...]:
     """The IOD family contexts of :data:`~imgsynth.deid.profile.TYPE_HINTS` for a dataset."""
     sop = str(ds.get("SOPClassUID", "") or "")
     out = []
-    if "SharedFunctionalGroupsSequence" in ds or "PerFrameFunctionalGroupsSequence" in ds:
+    if (
+        sop in ENHANCED_SOP_CLASSES
+        or "SharedFunctionalGroupsSequence" in ds
+        or "PerFrameFunctionalGroupsSequence" in ds
+    ):
         out.append("enhanced")
     if sop.startswith("1.2.840.10008.5.1.4.1.1.88."):
         out.append("sr")
@@ -194,14 +218,19 @@ class Deidentifier:
         action = self.overrides.get(tag, action)
         kind = row_kind(row) if row is not None else (Kind.NAME if vr == "PN" else None)
         retained = row.retained_by if row is not None else frozenset()
-        return Entry(action, vr, keyword, kind, retained, known)
+        needs_value = row is not None and "D" in row.actions["basic"]
+        return Entry(action, vr, keyword, kind, retained, known, needs_value)
 
     # -- public ------------------------------------------------------------------------------
     def deidentify(self, ds: Dataset, *, pixels_cleaned: bool = False) -> Outcome:
         """De-identify ``ds`` in place (file meta is the caller's: see :mod:`imgsynth.deid.files`)."""
         charset = ds.get("SpecificCharacterSet", "")
         charset_text = "\\".join(charset) if not isinstance(charset, str) else charset
-        state = FileState(contexts=iod_contexts(ds), simple_charset=charset_text.strip() in _SIMPLE_CHARSETS)
+        charset_text = charset_text.strip()
+        state = FileState(
+            contexts=iod_contexts(ds), simple_charset=charset_text in _SIMPLE_CHARSETS,
+            text_codec="utf-8" if charset_text == "ISO_IR 192" else "latin-1",
+        )
         patient_key = self._patient_key(ds)
         if self.modified_dates:
             state.date_offset = self.keys.date_offset_days(
@@ -258,9 +287,9 @@ class Deidentifier:
             elif action in COMPOUND_ACTIONS:
                 action = resolve(action, entry.keyword, contexts)
             if t in VOCABULARY_TAGS:
-                st.needles.add_vocabulary(ds[tag].value)
+                st.needles.add_vocabulary(_value(ds, t, elem, vr, st))
             if entry.kind is not None and action != "K" and not entry.retained_by & self.options:
-                st.needles.add_value(vr, ds[tag].value, Needle(entry.kind, entry.keyword, entry.retained_by))
+                st.needles.add_value(vr, _value(ds, t, elem, vr, st), Needle(entry.kind, entry.keyword, entry.retained_by))
             if t == PATIENT_ID or (t == PATIENT_NAME and patient_key is not None):
                 self._pseudonymise(ds, t, vr, st, patient_key)
                 continue
@@ -273,7 +302,8 @@ class Deidentifier:
         if vr == "SQ":
             return "K"
         if vr == "UI":
-            return "K" if entry.keyword.endswith(("ClassUID", "TransferSyntaxUID")) else "U?"
+            retain = Option.RETAIN_UIDS in self.options or entry.keyword.endswith(("ClassUID", "TransferSyntaxUID"))
+            return "K" if retain else "U?"
         if vr in TIME_VRS:
             return "K" if self.full_dates else "C" if self.modified_dates else "X"
         if vr == "PN":
@@ -307,9 +337,9 @@ class Deidentifier:
         elif action in ("U", "U?"):
             action = "U" if self._map_uids(ds, t, st, only_instances=action == "U?") else "K"
         elif action == "C":
-            self._clean(ds, t, vr, st)
+            self._clean(ds, t, vr, st, entry.needs_value)
         elif action == "S":
-            st.to_clean.append((ds, t, vr, False))
+            st.to_clean.append((ds, t, vr, False, False))
             action = "K"
         st.counts[action] += 1
 
@@ -335,8 +365,6 @@ class Deidentifier:
 
     def _map_uids(self, ds: Dataset, t: int, st: FileState, *, only_instances: bool) -> bool:
         """Replace the UIDs of one element (U); returns False when nothing needed replacing."""
-        if Option.RETAIN_UIDS in self.options:
-            return False
         values = values_of(ds[t].value) or [""]
         if only_instances and all(v.strip() in UID_dictionary or not v.strip() for v in values):
             return False
@@ -367,7 +395,7 @@ class Deidentifier:
         ds[t] = DataElement(t, vr if vr in ("LO", "PN") else ("LO" if t == PATIENT_ID else "PN"), pseudo)
         st.counts["D"] += 1
 
-    def _clean(self, ds: Dataset, t: int, vr: str, st: FileState) -> None:
+    def _clean(self, ds: Dataset, t: int, vr: str, st: FileState, needs_value: bool) -> None:
         """Action C: dates shift, AE titles get keyed pseudonyms, text loses identifying values."""
         if vr in TIME_VRS:
             value = ds[t].value
@@ -386,11 +414,11 @@ class Deidentifier:
             if value:
                 ds[t] = DataElement(t, "AE", "AE" + self.keys.token("ae-title", value, 14))
         elif vr in TEXT_VRS:
-            st.to_clean.append((ds, t, vr, True))
+            st.to_clean.append((ds, t, vr, True, needs_value))
 
     def _clean_text(self, st: FileState) -> None:
         """Remove the file's identifying values from the text kept (and patterns from descriptors)."""
-        for ds, t, vr, descriptor in st.to_clean:
+        for ds, t, vr, descriptor, needs_value in st.to_clean:
             if t not in ds:
                 continue
             elem = ds.get_item(t)
@@ -416,8 +444,11 @@ class Deidentifier:
                     removed += n
             if removed:
                 st.counts["cleaned"] += 1
-                if vr in NUMBER_STRING_VRS and all(not v for v in cleaned):
-                    ds[t] = DataElement(t, vr, None)
+                if all(not v for v in cleaned):
+                    if needs_value:
+                        self._set_dummy(ds, t, vr)
+                    else:
+                        ds[t] = DataElement(t, vr, None)
                 else:
                     ds[t] = DataElement(t, vr, cleaned if len(cleaned) > 1 else cleaned[0])
 
@@ -443,7 +474,7 @@ class Deidentifier:
                     keep_blocks.add((group, element >> 8))
                     st.counts["K"] += 1
                     if safe.vr in TEXT_VRS or safe.vr in NUMBER_STRING_VRS:
-                        st.to_clean.append((ds, t, safe.vr, False))
+                        st.to_clean.append((ds, t, safe.vr, False, False))
                     continue
             del ds[t]
             st.counts["X"] += 1

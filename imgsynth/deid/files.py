@@ -6,14 +6,17 @@ problem and never a value from the file (reasons are written inside the output f
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
-import tempfile
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
@@ -86,8 +89,20 @@ def read_dataset(path: Path) -> tuple[Dataset, list[str]]:
         if not notes:
             raise InputError("not a composite instance: SOP Class UID or SOP Instance UID missing")
         raise InputError("not a DICOM file (no DICM prefix, no SOP Class/Instance UID)")
+    _check_complete(ds)
     _check_pixel_length(ds)
     return ds, notes
+
+
+def _check_complete(ds: Dataset) -> None:
+    """A file cut short leaves its last element shorter than its declared length."""
+    if not len(ds):
+        return
+    last = max(ds.keys())
+    raw = ds.get_item(last, keep_deferred=True)
+    if isinstance(raw, RawDataElement) and raw.value is not None and raw.length != 0xFFFFFFFF and len(raw.value) < raw.length:
+        t = int(last)
+        raise InputError(f"truncated file: ({t >> 16:04X},{t & 0xFFFF:04X}) holds {len(raw.value)} of {raw.length} bytes")
 
 
 def _check_pixel_length(ds: Dataset) -> None:
@@ -123,8 +138,8 @@ def transfer_syntax(ds: Dataset) -> UID:
     return ts
 
 
-def encode(ds: Dataset, ts: UID) -> bytes:
-    """The DICOM file: zero preamble, rebuilt file meta (MediaStorageSOPInstanceUID = SOPInstanceUID)."""
+def prepare_file_meta(ds: Dataset, ts: UID) -> None:
+    """Zero preamble and rebuilt file meta (MediaStorageSOPInstanceUID = SOPInstanceUID)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -133,43 +148,63 @@ def encode(ds: Dataset, ts: UID) -> bytes:
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION
     ds.file_meta = meta
     ds.preamble = b"\x00" * 128
+
+
+def encode(ds: Dataset, ts: UID) -> bytes:
+    """The whole DICOM file as bytes (see :func:`prepare_file_meta`)."""
     buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds.save_as(buf, enforce_file_format=True)
+    prepare_file_meta(ds, ts)
+    ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
 
 
-def place(out_dir: Path, rel: str, data: bytes) -> tuple[str, bool]:
-    """Write ``data`` at ``out_dir/rel`` without ever overwriting; returns (relative path, written).
+@contextlib.contextmanager
+def lenient_values() -> Iterator[None]:
+    """Neither validate values read nor values written (as a plain read/write copy does not)."""
+    settings = pydicom.config.settings
+    saved = settings.reading_validation_mode, settings.writing_validation_mode
+    settings.reading_validation_mode = settings.writing_validation_mode = pydicom.config.IGNORE
+    try:
+        yield
+    finally:
+        settings.reading_validation_mode, settings.writing_validation_mode = saved
 
-    Identical content already there is not written again (``written`` False). Different content
-    under the same name gets ``_1``, ``_2``, ... before the suffix. The file appears under its
-    final name only once complete (temporary name + hard link, atomic even between processes).
+
+_made_dirs: set[Path] = set()
+
+
+def place(out_dir: Path, rel: str, write: Callable[[BinaryIO], None]) -> tuple[str, bool, int]:
+    """Write a file at ``out_dir/rel`` with ``write(fh)``, never overwriting another file.
+
+    Returns (relative path, written, size). Identical content already there is not written again
+    (``written`` False). Different content under the same name gets ``_1``, ``_2``, ... before the
+    suffix. The file appears under its final name only once complete (temporary name + hard link,
+    atomic between processes; a plain rename where the file system has no hard links).
     """
     target = out_dir / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
+    if target.parent not in _made_dirs:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _made_dirs.add(target.parent)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        with open(tmp, "wb") as fh:
+            write(fh)
+        size = tmp.stat().st_size
         stem, suffix = (rel[: -len(Path(rel).suffix)], Path(rel).suffix) if Path(rel).suffix else (rel, "")
         for n in range(1000):
             candidate = rel if n == 0 else f"{stem}_{n}{suffix}"
             path = out_dir / candidate
             try:
                 os.link(tmp, path)
-                return candidate, True
+                return candidate, True, size
             except FileExistsError:
-                if path.stat().st_size == len(data) and path.read_bytes() == data:
-                    return candidate, False
+                pass
             except OSError:  # no hard links on this file system (some network mounts): rename instead
                 if not path.exists():
                     os.replace(tmp, path)
-                    return candidate, True
-                if path.read_bytes() == data:
-                    return candidate, False
+                    return candidate, True, size
+            if path.stat().st_size == size and path.read_bytes() == tmp.read_bytes():
+                return candidate, False, size
         raise InputError(f"more than 1000 different files named {rel}")
     finally:
         tmp.unlink(missing_ok=True)

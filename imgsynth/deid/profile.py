@@ -139,7 +139,7 @@ def load_table() -> ProfileTable:
 # "pet", "presentation"), then "*". An attribute absent from this list (a row added in a later
 # edition of the standard) gets the most conservative alternative that keeps any IOD valid.
 TYPE_HINTS: dict[str, dict[str, int]] = {
-    "AcquisitionContextSequence": {"*": 3, "enhanced": 2},  # Acquisition Context Module: Type 2
+    "AcquisitionContextSequence": {"*": 3, "enhanced": 2, "waveform": 2},  # Acquisition Context Module: Type 2
     "AcquisitionDate": {"*": 3},  # General Image / General Acquisition: Type 3
     "AcquisitionDateTime": {"*": 3, "enhanced": 1, "waveform": 1},  # Enhanced MR/CT Image 1C; Waveform Identification 1
     "AcquisitionDeviceProcessingDescription": {"*": 3},  # CR/DX Image: Type 3
@@ -165,7 +165,7 @@ TYPE_HINTS: dict[str, dict[str, int]] = {
     "MostRecentTreatmentDate": {"*": 3},
     "ObservationDateTime": {"*": 3},  # SR Document Content: Type 3 (1C only for some templates' items)
     "OperatorIdentificationSequence": {"*": 3},
-    "OperatorsName": {"*": 3},  # General Series: Type 3
+    "OperatorsName": {"*": 3, "rt": 2},  # General Series: Type 3; RT Series: Type 2
     "PatientID": {"*": 2},  # Patient Module: Type 2 (imgsynth writes a keyed pseudonym)
     "PatientSexNeutered": {"*": 2},  # Patient Module: Type 2C (present only for animals)
     "ProtocolName": {"*": 3},
@@ -187,6 +187,7 @@ TYPE_HINTS: dict[str, dict[str, int]] = {
     "TreatmentDate": {"*": 3},
     "TreatmentMachineName": {"*": 3, "rt": 2},  # RT Beams: Type 2
     "TreatmentSite": {"*": 3},
+    "TreatmentTime": {"*": 3},
 }
 
 

@@ -100,7 +100,9 @@ def deid_minibatch(items: Sequence[WorkItem | str | Path], job: Job) -> list[dic
 
     deid = _deidentifier(json.dumps(job.config, sort_keys=True), job.keyring)
     out = []
-    with warnings.catch_warnings():
+    from imgsynth.deid.files import lenient_values
+
+    with warnings.catch_warnings(), lenient_values():
         warnings.simplefilter("ignore")  # pydicom's warnings name values and paths: never logged
         for item in items:
             if not isinstance(item, WorkItem):
@@ -111,7 +113,7 @@ def deid_minibatch(items: Sequence[WorkItem | str | Path], job: Job) -> list[dic
 
 
 def _process(item: WorkItem, job: Job, deid: Any) -> dict[str, Any]:
-    from imgsynth.deid.files import describe_error, encode, place, read_dataset, transfer_syntax
+    from imgsynth.deid.files import describe_error, place, prepare_file_meta, read_dataset, transfer_syntax
     from imgsynth.deid.pixels import clean_pixels, matching_rule, pixel_risk
 
     cfg: DeidConfig = deid.config
@@ -129,15 +131,14 @@ def _process(item: WorkItem, job: Job, deid: Any) -> dict[str, Any]:
         elif risk and cfg.pixels.burned_in == "quarantine":
             raise InputError(f"{risk} (allow with pixels.burned_in=allow, or give pixels.clean rectangles)")
         outcome = deid.deidentify(ds, pixels_cleaned=rule is not None)
-        data = encode(ds, ts)
+        prepare_file_meta(ds, ts)
         wanted = _output_name(ds, item, cfg.layout)
-        rel, written = place(Path(job.out_dir), wanted, data)
+        rel, written, size = place(Path(job.out_dir), wanted, lambda fh: ds.save_as(fh, enforce_file_format=True))
         if rel != wanted:
             notes.append(f"another input has this output name with different content: written as {Path(rel).name}")
         elif not written:
             notes.append("identical file already in OUT_DIR (same instance stored twice, or an earlier run): not rewritten")
-        res.update(status="done", output=rel, written=written, size=len(data),
-                   sha256=hashlib.sha256(data).hexdigest(), transfer_syntax=str(ts),
+        res.update(status="done", output=rel, written=written, size=size, transfer_syntax=str(ts),
                    actions=outcome.counts, notes=notes + outcome.warnings)
         if job.mapping:
             res["mapping"] = [("file", item.path, rel), *(("uid", a, b) for a, b in outcome.uids.items()),
@@ -363,7 +364,7 @@ def anonymize_tree(
 
 def _audit_line(r: dict[str, Any]) -> dict[str, Any]:
     """The audit record of a result: no input path, no identifying value."""
-    keep = ("input", "status", "output", "written", "size", "sha256", "transfer_syntax", "actions", "notes", "reason")
+    keep = ("input", "status", "output", "written", "size", "transfer_syntax", "actions", "notes", "reason")
     return {k: r[k] for k in keep if k in r}
 
 
