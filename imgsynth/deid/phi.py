@@ -21,6 +21,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
+from pydicom.valuerep import PersonName
+
 from imgsynth.deid.dates import date_tokens
 from imgsynth.deid.profile import Option, Row
 
@@ -255,8 +257,8 @@ def _strings(value: object) -> Iterable[str]:
         return ()
     if isinstance(value, bytes):
         return (value.decode("latin-1").strip(" \x00"),)
-    if isinstance(value, str):
-        return (v.strip(" \x00") for v in value.split("\\"))
+    if isinstance(value, str | PersonName):
+        return (v.strip(" \x00") for v in str(value).split("\\"))
     if isinstance(value, Iterable):
         return (str(v).strip(" \x00") for v in value)
     return (str(value).strip(),)

@@ -75,7 +75,7 @@ def _expected(row_action: str, keyword: str, parent: str | None) -> str:
 def _check(out: Dataset, src: Dataset, options: frozenset[Option], nested: bool, deid: Deidentifier) -> list[str]:
     problems = []
     keys = deid.keys
-    offset = keys.date_offset_days(f"id\x00V00100021\x00V00100020", 365, 3650)
+    offset = keys.date_offset_days("id\x00V00100021\x00V00100020", 365, 3650)
     for row in ROWS:
         tag = int(row.tag, 16)
         want = _expected(row.action(options), row.keyword, "AnatomicRegionSequence" if nested else None)
