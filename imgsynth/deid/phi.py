@@ -16,6 +16,7 @@ they occur everywhere by chance and identify no one.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -132,7 +133,10 @@ class Hit:
 class NeedleIndex:
     """Identifying values indexed for token matching (text), whole-value matching (UIDs, dates)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, given_names_alone: bool = True) -> None:
+        # False: of a person name, search the family name alone and the full name, not a given
+        # name alone (JOHN is in "St. John's Memorial"); de-identification cleans all of them.
+        self.given_names_alone = given_names_alone
         self.single: dict[str, Needle] = {}
         self.multi: dict[str, list[tuple[tuple[str, ...], Needle]]] = {}
         self.uids: dict[str, Needle] = {}
@@ -175,8 +179,12 @@ class NeedleIndex:
                         self.dates.setdefault(d, needle)
             elif vr == "PN":
                 for group in text.split("="):
-                    for component in group.split("^"):
-                        self.add_tokens(tuple(tokens(component)), needle)
+                    parts = [tuple(tokens(c)) for c in group.split("^")]
+                    for part in parts if self.given_names_alone else parts[:1]:
+                        self.add_tokens(part, needle)
+                    if len(parts) > 1 and parts[0] and parts[1]:  # "John Smith" and "Smith John" as written in text
+                        self.add_tokens(parts[1] + parts[0], needle)
+                        self.add_tokens(parts[0] + parts[1], needle)
             else:
                 self.add_tokens(tuple(tokens(text)), needle)
 
@@ -187,8 +195,12 @@ class NeedleIndex:
             if toks:
                 self.vocabulary.add(toks)
 
-    def prune(self) -> None:
-        """Drop institution values that occur inside the vocabulary (vendor and coding names)."""
+    def prune(self, common_words: frozenset[str] = frozenset()) -> None:
+        """Drop institution values that occur inside the vocabulary (vendor and coding names),
+        and single-word names that are ``common_words`` (see :func:`standard_words`)."""
+        for tok, needle in list(self.single.items()):
+            if needle.kind is Kind.NAME and tok in common_words:
+                del self.single[tok]
         if not self.vocabulary:
             return
 
@@ -250,6 +262,27 @@ class NeedleIndex:
                 pos = data.find(text.encode("utf-8"))
                 if pos >= 0:
                     yield pos, needle
+
+
+@functools.lru_cache(maxsize=1)
+def standard_words() -> frozenset[str]:
+    """Words of the DICOM standard's own vocabulary: attribute names and coded concept meanings.
+
+    The residual-PHI scan does not search a one-word name that is such a word (``OBSERVER``,
+    ``TEST``, ``STROKE``): test and placeholder names are made of them, and they occur in every SR.
+    Full names ("JOHN BROWN", "BROWN JOHN") are still searched.
+    """
+    from pydicom.datadict import DicomDictionary
+    from pydicom.sr._concepts_dict import concepts
+
+    words: set[str] = set()
+    for entry in DicomDictionary.values():
+        words.update(tokens(entry[2]))
+    for scheme in concepts.values():
+        for codes in scheme.values():
+            for meaning, _cids in codes.values():
+                words.update(tokens(meaning))
+    return frozenset(w for w in words if w.isalpha())
 
 
 def _strings(value: object) -> Iterable[str]:

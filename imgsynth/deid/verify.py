@@ -26,7 +26,16 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
-from imgsynth.deid.phi import DATE_VRS, TEXT_VRS, VOCABULARY_TAGS, Kind, Needle, NeedleIndex, row_kind
+from imgsynth.deid.phi import (
+    DATE_VRS,
+    TEXT_VRS,
+    VOCABULARY_TAGS,
+    Kind,
+    Needle,
+    NeedleIndex,
+    row_kind,
+    standard_words,
+)
 from imgsynth.deid.profile import CODE_OPTIONS, Option, load_table
 from imgsynth.errors import UsageError
 from imgsynth.utils.io import atomic_write_json
@@ -227,7 +236,7 @@ def scan_output(path: Path, rel: str, index: NeedleIndex, *, mirror: bool = Fals
 
 def collect_inputs(inputs: Sequence[Path]) -> tuple[NeedleIndex, int, list[str]]:
     """Identifying values of every input file, and the input file and folder names."""
-    index = NeedleIndex()
+    index = NeedleIndex(given_names_alone=False)
     count = 0
     names: list[str] = []
     for root in inputs:
@@ -241,17 +250,19 @@ def collect_inputs(inputs: Sequence[Path]) -> tuple[NeedleIndex, int, list[str]]
                 collect_values(ds, index)
             except Exception:  # noqa: BLE001, S112  (keep what was collected from a broken input)
                 continue
-    index.prune()
+    index.prune(standard_words())
     return index, count, names
 
 
-def _layout(out: Path) -> str:
+def _run_settings(out: Path) -> tuple[str, frozenset[Option]]:
+    """Layout and options of the run that wrote ``out`` (uid layout, no option: no report)."""
     from imgsynth.contracts import read_deid_report
 
     try:
-        return read_deid_report(out).layout
-    except Exception:  # noqa: BLE001  (no report: check names as for the uid layout)
-        return "uid"
+        report = read_deid_report(out)
+    except Exception:  # noqa: BLE001
+        return "uid", frozenset()
+    return report.layout, frozenset(Option(o) for o in report.options if o in Option.__members__.values())
 
 
 def verify_tree(
@@ -273,7 +284,8 @@ def verify_tree(
 def _verify(out: Path, roots: list[Path], report: str | Path | None) -> VerifyResult:
     index, n_inputs, names = collect_inputs(roots)
     # Input file and folder names must not reappear as output names (unless --layout mirror was chosen).
-    mirror = _layout(out) == "mirror"
+    layout, run_options = _run_settings(out)
+    mirror = layout == "mirror"
     input_names = set() if mirror else {n.upper() for n in names if len(n) >= 4}
     hits: list[VerifyHit] = []
     n_outputs = 0
@@ -281,7 +293,7 @@ def _verify(out: Path, roots: list[Path], report: str | Path | None) -> VerifyRe
         rel = path.relative_to(out).as_posix()
         if rel in _RECORDS:
             text = path.read_text(encoding="utf-8", errors="replace")
-            for hit in index.find_text(text):
+            for hit in index.find_text(text, run_options):
                 hits.append(VerifyHit(rel, f"text @{hit.start}", str(hit.needle.kind), hit.needle.source))
             continue
         n_outputs += 1
