@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import re
 import warnings
@@ -160,14 +161,16 @@ def encode(ds: Dataset, ts: UID) -> bytes:
 
 @contextlib.contextmanager
 def lenient_values() -> Iterator[None]:
-    """Neither validate values read nor values written (as a plain read/write copy does not)."""
-    settings = pydicom.config.settings
-    saved = settings.reading_validation_mode, settings.writing_validation_mode
+    """Neither validate values read nor values written (a plain read/write copy does neither),
+    and keep pydicom's log quiet."""
+    settings, logger = pydicom.config.settings, logging.getLogger("pydicom")
+    saved = settings.reading_validation_mode, settings.writing_validation_mode, logger.disabled
     settings.reading_validation_mode = settings.writing_validation_mode = pydicom.config.IGNORE
+    logger.disabled = True  # pydicom logs what it warns about, with values and paths
     try:
         yield
     finally:
-        settings.reading_validation_mode, settings.writing_validation_mode = saved
+        settings.reading_validation_mode, settings.writing_validation_mode, logger.disabled = saved
 
 
 _made_dirs: set[Path] = set()

@@ -276,7 +276,9 @@ def verify_tree(
     for root in roots:
         if not root.exists():
             raise UsageError(f"input not found: {root}")
-    with warnings.catch_warnings():
+    from imgsynth.deid.files import lenient_values
+
+    with warnings.catch_warnings(), lenient_values():
         warnings.simplefilter("ignore")  # pydicom's warnings quote values of the inputs
         return _verify(out, roots, report)
 
