@@ -445,7 +445,8 @@ class Deidentifier:
             if removed:
                 st.counts["cleaned"] += 1
                 if all(not v for v in cleaned):
-                    if needs_value:
+                    # Nothing left: a dummy keeps a required attribute valid (numbers are emptied).
+                    if needs_value or vr not in NUMBER_STRING_VRS:
                         self._set_dummy(ds, t, vr)
                     else:
                         ds[t] = DataElement(t, vr, None)

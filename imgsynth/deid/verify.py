@@ -25,6 +25,7 @@ from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.valuerep import PersonName
 
 from imgsynth.deid.phi import (
     DATE_VRS,
@@ -180,8 +181,8 @@ def _scan_dataset(ds: Dataset, index: NeedleIndex, options: frozenset[Option], p
         elif vr in TEXT_VRS or vr in DATE_VRS or vr in ("DS", "IS", "UN", "OB") or (tag >> 16) & 1:
             if isinstance(value, bytes):
                 text = value.decode("latin-1")
-            elif isinstance(value, str):
-                text = value
+            elif isinstance(value, str | PersonName):
+                text = str(value)
             else:
                 try:
                     text = "\\".join(str(v) for v in value)
