@@ -7,6 +7,7 @@ printed on one line (``--debug`` adds the traceback) and mapped to the exit code
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import traceback
@@ -119,6 +120,7 @@ def _register_stages() -> None:
     Each stage package has a light ``cli.py`` with ``register(app)``; one line per stage here.
     """
     __import__("imgsynth.review.cli", fromlist=["register"]).register(app)
+    importlib.import_module("imgsynth.deid.cli").register(app)
 
 
 _register_stages()

@@ -5,3 +5,4 @@ here; ``imgsynth.config.config_kinds()`` imports this module on first use.
 """
 
 import imgsynth.review.config  # noqa: F401
+import imgsynth.deid.config  # noqa: F401
