@@ -121,6 +121,7 @@ def _register_stages() -> None:
     """
     __import__("imgsynth.review.cli", fromlist=["register"]).register(app)
     importlib.import_module("imgsynth.deid.cli").register(app)
+    __import__("imgsynth.data.cli", fromlist=["register"]).register(app)
 
 
 _register_stages()
