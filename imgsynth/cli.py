@@ -122,6 +122,11 @@ def _register_stages() -> None:
     __import__("imgsynth.review.cli", fromlist=["register"]).register(app)
     importlib.import_module("imgsynth.deid.cli").register(app)
     __import__("imgsynth.data.cli", fromlist=["register"]).register(app)
+    from imgsynth.generate import cli as generate_cli
+    from imgsynth.training import cli as training_cli
+
+    training_cli.register(app)
+    generate_cli.register(app)
 
 
 _register_stages()
