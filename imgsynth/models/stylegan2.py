@@ -125,12 +125,13 @@ class MappingNetwork(nn.Module):
         ``w_avg`` ([w_dim] or [B, w_dim]) overrides the tracked average as truncation centre.
         """
         parts = []
+        dtype = self.layers[0].weight.dtype
         if self.z_dim > 0:
             assert z is not None and z.shape[1:] == (self.z_dim,), getattr(z, "shape", None)
-            parts.append(normalize_2nd_moment(z.float()))
+            parts.append(normalize_2nd_moment(z.to(dtype)))
         if self.embed is not None:
             assert c is not None and c.shape[1:] == (self.c_dim,), getattr(c, "shape", None)
-            parts.append(normalize_2nd_moment(self.embed(c.float())))
+            parts.append(normalize_2nd_moment(self.embed(c.to(dtype))))
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         for layer in self.layers:
             x = layer(x)
