@@ -292,7 +292,7 @@ class Generator(nn.Module):
 
     @torch.no_grad()
     def sample(self, c: torch.Tensor | None, *, seeds: Sequence[int], truncation_psi: float = 1.0,
-               truncation_cutoff: int | None = None, class_truncation: bool = True,
+               truncation_cutoff: int | None = None, class_truncation: bool = True, w_avg_samples: int = 2048,
                noise_mode: str = "const") -> torch.Tensor:
         """Images [B, C, R, R] in model scale for one latent per seed (``z`` drawn from that seed alone).
 
@@ -307,7 +307,7 @@ class Generator(nn.Module):
         c = c.to(device)
         w_avg = None
         if truncation_psi != 1 and class_truncation and self.c_dim > 0:
-            w_avg = self.condition_w_avg(c)
+            w_avg = self.condition_w_avg(c, num_samples=w_avg_samples)
         return self(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, w_avg=w_avg,
                     noise_mode=noise_mode)
 

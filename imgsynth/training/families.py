@@ -2,3 +2,5 @@
 
 One line per family; each module calls ``register_family(ModelFamily(...))`` at import.
 """
+
+import imgsynth.training.stylegan2  # noqa: F401

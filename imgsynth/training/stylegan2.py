@@ -9,29 +9,41 @@
 
 :class:`StyleGAN2Task` runs them as the phases of the shared training loop
 (``imgsynth.training.loop``); the family registration (networks from a config and a dataset, the
-generator of a run folder) is in ``imgsynth.training.stylegan2_family``.
+generator of a run folder) closes this module.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imgsynth.models.stylegan2 import ConditionLayout, Generator
+from imgsynth.contracts import DatasetInfo, RunFolder
+from imgsynth.errors import ConfigError, ContractError, UsageError
+from imgsynth.models.stylegan2 import ConditionLayout, Discriminator, Generator
 from imgsynth.models.stylegan2_config import StyleGAN2AugmentConfig, StyleGAN2Config
 from imgsynth.training.augment import PRESETS, AdaController, AugmentPipe, DiffAugment
-from imgsynth.training.task import Batch, Phase, StateValue, StepContext, Task
+from imgsynth.training.config import StageConfig, TrainConfig
+from imgsynth.training.task import (
+    Batch,
+    ModelFamily,
+    Phase,
+    StageRequest,
+    StageSetup,
+    StateValue,
+    StepContext,
+    Task,
+    register_family,
+)
+from imgsynth.utils.io import sha256_file
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
-
-    from imgsynth.training.config import StageConfig
 
 
 def g_nonsaturating_loss(fake_logits: torch.Tensor) -> torch.Tensor:
@@ -162,7 +174,7 @@ class StyleGAN2Task(Task):
             fake = self._generate(G, c, ctx, "G_main", update_w_avg=True)
             logits = self._discriminate(D, fake, c, ctx, "G_main:augment")
             loss = g_nonsaturating_loss(logits).mean()
-            return loss, {"loss": float(loss), "fake_score": float(logits.mean())}
+            return loss, {"loss": loss.item(), "fake_score": logits.mean().item()}
         if phase.name == "G_reg":
             n = max(1, len(real) // self.cfg.loss.pl_batch_shrink)
             with torch.autocast(ctx.device.type, enabled=False):
@@ -174,7 +186,7 @@ class StyleGAN2Task(Task):
                 penalty = (lengths - self.pl_mean).square()
                 # fake * 0 keeps every weight in the graph (DDP expects a gradient for each).
                 loss = (fake[:, 0, 0, 0] * 0 + penalty * self.cfg.loss.pl_weight).mean() * phase.interval
-            return loss, {"loss": float(loss), "pl_length": float(lengths.mean()), "pl_mean": float(self.pl_mean)}
+            return loss, {"loss": loss.item(), "pl_length": lengths.mean().item(), "pl_mean": self.pl_mean.item()}
         if phase.name == "D_main":
             with torch.no_grad():
                 fake = self._generate(G, c, ctx, "D_main")
@@ -183,15 +195,15 @@ class StyleGAN2Task(Task):
             if self.ada is not None:
                 self.ada.accumulate(real_logits)
             loss = d_logistic_loss(real_logits, fake_logits).mean()
-            return loss, {"loss": float(loss), "real_score": float(real_logits.mean()),
-                          "fake_score": float(fake_logits.mean())}
+            return loss, {"loss": loss.item(), "real_score": real_logits.mean().item(),
+                          "fake_score": fake_logits.mean().item()}
         if phase.name == "D_reg":
             with torch.autocast(ctx.device.type, enabled=False):
                 x = real.detach().float().requires_grad_(True)
                 logits = self._discriminate(D, x, c, ctx, "D_reg:augment")
                 r1 = r1_penalty(x, logits)
                 loss = (logits[:, 0] * 0 + r1 * (self.r1_gamma / 2)).mean() * phase.interval
-            return loss, {"loss": float(loss), "r1": float(r1.mean())}
+            return loss, {"loss": loss.item(), "r1": r1.mean().item()}
         raise ValueError(f"unknown phase {phase.name!r}")
 
     # -- per-step hooks, previews, state ------------------------------------------------------
@@ -256,3 +268,135 @@ def build_augment(cfg: StyleGAN2AugmentConfig) -> tuple[nn.Module | None, AdaCon
     if cfg.target is None:
         return pipe, None
     return pipe, AdaController(pipe, target=cfg.target, interval=cfg.interval, speed_kimg=cfg.speed_kimg, p_max=cfg.p_max)
+
+
+# =============================================================================================
+# The family: networks from a config and a dataset, the generator of a run folder
+# =============================================================================================
+def condition_layout(config: TrainConfig, info: DatasetInfo) -> ConditionLayout:
+    """The condition vector of the conditions the run trains on (``data.conditions``, default all)."""
+    names = info.condition_names if config.data.conditions is None else list(config.data.conditions)
+    return ConditionLayout.from_conditions([info.condition(n) for n in names])
+
+
+def build_networks(model: StyleGAN2Config, info: DatasetInfo, layout: ConditionLayout,
+                   seed: int = 0) -> tuple[Generator, Discriminator]:
+    """``G`` and ``D`` (fp32, CPU) for images of ``info.shape``, initialised from ``seed`` alone."""
+    channels, resolution = info.shape[0], info.shape[-1]
+    g, d = model.generator, model.discriminator
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        G = Generator(z_dim=g.z_dim, c_dim=layout.c_dim, w_dim=g.w_dim, img_resolution=resolution,
+                      img_channels=channels, mapping_layers=g.mapping_layers,
+                      mapping_lr_multiplier=g.mapping_lr_multiplier, w_avg_beta=g.w_avg_beta,
+                      channel_base=g.channel_base, channel_max=g.channel_max, conv_clamp=model.conv_clamp)
+        D = Discriminator(c_dim=layout.c_dim, img_resolution=resolution, img_channels=channels,
+                          channel_base=d.channel_base, channel_max=d.channel_max, mapping_layers=d.mapping_layers,
+                          mbstd_group_size=d.mbstd_group_size, mbstd_channels=d.mbstd_channels,
+                          conv_clamp=model.conv_clamp)
+    return G, D
+
+
+def check(config: TrainConfig, info: DatasetInfo) -> None:
+    """Fail before training, naming the field, when the dataset cannot train a StyleGAN2."""
+    if info.spatial_dims != 2:
+        raise ConfigError(f"'model.family'='stylegan2' trains 2D images but the dataset is {info.spatial_dims}D "
+                          "(use an ldm_3d config for volumes)")
+    _, h, w = info.shape
+    if h != w or h < 8 or h & (h - 1):
+        raise ConfigError(f"StyleGAN2 needs square images with a power-of-two size >= 8 (32 to 512 tested); "
+                          f"the dataset's shape is {info.shape} (resize it in preprocessing)")
+    names = info.condition_names if config.data.conditions is None else config.data.conditions
+    for i, name in enumerate(names):
+        if name not in info.condition_names:
+            raise ConfigError(f"'data.conditions[{i}]'='{name}' is not a condition of the dataset "
+                              f"(dataset.json has: {', '.join(info.condition_names) or 'none'})")
+        if info.condition(name).type == "mask":
+            keep = [n for n in info.condition_names if info.condition(n).type != "mask"]
+            raise ConfigError(f"condition '{name}' is a mask, which StyleGAN2 cannot take; set 'data.conditions' "
+                              f"to the categorical/continuous ones: [{', '.join(keep)}]")
+
+
+def build_stage(req: StageRequest) -> StageSetup:
+    if req.stage != "stylegan2":
+        raise ConfigError(f"unknown StyleGAN2 stage '{req.stage}' (the family has one stage, 'stylegan2')")
+    config, info = req.config, req.dataset.info
+    model = config.model
+    assert isinstance(model, StyleGAN2Config)
+    layout = condition_layout(config, info)
+    G, D = build_networks(model, info, layout, seed=config.seed)
+    return StageSetup(task=StyleGAN2Task(model, config.stage("stylegan2"), layout, G), nets={"G": G, "D": D})
+
+
+class StyleGAN2Generator:
+    """Samples a trained StyleGAN2 run with its EMA generator (``imgsynth.training.task.ImageGenerator``).
+
+    One forward pass per image: ``steps`` and ``guidance`` do not apply; ``truncation`` is the
+    truncation ``psi`` (default: ``model.sampling.truncation_psi``), centred on the per-condition
+    average ``w`` when ``model.sampling.class_truncation`` is on.
+    """
+
+    samplers = ("direct",)
+    default_steps = 1
+
+    def __init__(self, run: RunFolder, config: TrainConfig, device: torch.device | str) -> None:
+        from safetensors.torch import load_file
+
+        self.run, self.device = run, torch.device(device)
+        model = config.model
+        assert isinstance(model, StyleGAN2Config)
+        self.sampling = model.sampling
+        self.info: DatasetInfo = run.dataset_info()
+        self.layout = condition_layout(config, self.info)
+        path = run.weights_path("stylegan2", ema=True)
+        tensors = load_file(str(path)) if path.is_file() else {}
+        if not any(k.startswith("G.") for k in tensors):  # no EMA kept (ema_halflife_kimg: 0): live weights
+            path = run.weights_path("stylegan2")
+            if not path.is_file():
+                raise ContractError("missing weights: the run has not finished a checkpoint of this stage", path=path)
+            tensors = load_file(str(path))
+        self.G, _ = build_networks(model, self.info, self.layout, seed=config.seed)
+        self.G.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
+        self.G.to(self.device).eval().requires_grad_(False)
+        self.checkpoint = {"path": str(path.relative_to(run.root)), "sha256": sha256_file(path)}
+
+    @torch.no_grad()
+    def sample(self, cond: Mapping[str, torch.Tensor], seeds: Sequence[int], *, sampler: str | None = None,
+               steps: int | None = None, guidance: float | None = None, truncation: float | None = None) -> torch.Tensor:
+        if sampler not in (None, *self.samplers):
+            raise UsageError(f"unknown sampler '{sampler}' for this model (StyleGAN2 samples '{self.samplers[0]}')")
+        if steps not in (None, 1):
+            raise UsageError("--steps applies to diffusion models; StyleGAN2 draws each image in one pass")
+        if guidance not in (None, 1.0):
+            raise UsageError("--guidance applies to diffusion models; StyleGAN2 is steered with --truncation")
+        psi = self.sampling.truncation_psi if truncation is None else float(truncation)
+        if not 0.0 <= psi <= 2.0:
+            raise UsageError(f"--truncation {psi} is outside [0, 2] (1 = none, 0.5-0.8 typical)")
+        c = self.layout.encode({k: v.to(self.device) for k, v in cond.items()}, batch=len(seeds), device=self.device)
+        images = self.G.sample(c, seeds=seeds, truncation_psi=psi, truncation_cutoff=self.sampling.truncation_cutoff,
+                               class_truncation=self.sampling.class_truncation,
+                               w_avg_samples=self.sampling.w_avg_samples, noise_mode=self.sampling.noise_mode)
+        images = images.float().clamp(-1.0, 1.0)
+        assert tuple(images.shape) == (len(seeds), *self.info.shape), images.shape
+        return images
+
+
+def load_generator(run: RunFolder, device: torch.device) -> StyleGAN2Generator:
+    import yaml
+
+    from imgsynth.config import config_from_dict
+
+    config = config_from_dict(yaml.safe_load(run.config_path.read_text(encoding="utf-8")), source=run.config_path)
+    assert isinstance(config, TrainConfig)
+    return StyleGAN2Generator(run, config, device)
+
+
+STYLEGAN2 = register_family(
+    ModelFamily(
+        name="stylegan2",
+        stages=lambda config: config.model.stage_names(),
+        build_stage=build_stage,
+        load_generator=load_generator,
+        check=check,
+    )
+)
