@@ -122,8 +122,16 @@ class MappingNetwork(nn.Module):
                 update_w_avg: bool = False) -> torch.Tensor:
         """``z`` [B, z_dim], ``c`` [B, c_dim] -> ``w`` [B, num_ws, w_dim] (or [B, w_dim] when num_ws is None).
 
-        ``w_avg`` ([w_dim] or [B, w_dim]) overrides the tracked average as truncation centre.
+        ``w_avg`` ([w_dim] or [B, w_dim]) overrides the tracked average as truncation centre. The
+        mapping always runs in the weights' precision (autocast off): it is cheap and ``w`` feeds
+        every layer's style.
         """
+        device_type = (z if z is not None else c).device.type  # type: ignore[union-attr]
+        with torch.autocast(device_type, enabled=False):
+            return self._forward(z, c, truncation_psi, truncation_cutoff, w_avg, update_w_avg)
+
+    def _forward(self, z: torch.Tensor | None, c: torch.Tensor | None, truncation_psi: float,
+                 truncation_cutoff: int | None, w_avg: torch.Tensor | None, update_w_avg: bool) -> torch.Tensor:
         parts = []
         dtype = self.layers[0].weight.dtype
         if self.z_dim > 0:
@@ -141,8 +149,7 @@ class MappingNetwork(nn.Module):
             return x
         x = x.unsqueeze(1).repeat(1, self.num_ws, 1)  # [B, num_ws, w_dim]
         if truncation_psi != 1:
-            center = self.w_avg if w_avg is None else w_avg
-            center = center.reshape(-1, 1, self.w_dim)
+            center = (self.w_avg if w_avg is None else w_avg).to(x.dtype).reshape(-1, 1, self.w_dim)
             cut = self.num_ws if truncation_cutoff is None else truncation_cutoff
             x = torch.cat([center.lerp(x[:, :cut], truncation_psi), x[:, cut:]], dim=1)
         return x

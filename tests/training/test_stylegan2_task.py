@@ -193,3 +193,16 @@ def test_preview_conditions_cycle_classes() -> None:
     task, G, _ = _task()
     images = task.preview({"G": G.eval()}, 4, seed=0)
     assert images.shape == (4, 1, 16, 16) and torch.isfinite(images).all()
+
+
+def test_phases_run_under_bf16_autocast() -> None:
+    """The loop runs losses under autocast: every phase works in bf16 (regularisers switch to fp32)."""
+    task, G, D = _task({"augment": {"p": 0.5, "target": None}})
+    keys = [4, 5, 6, 7]
+    for phase in task.phases():
+        G.requires_grad_("G" in phase.trains)
+        D.requires_grad_("D" in phase.trains)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, _ = task.loss({"G": G, "D": D}, _batch(keys), _ctx(keys, phase))
+        loss.backward()
+        assert math.isfinite(loss.item()), phase.name
