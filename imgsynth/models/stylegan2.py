@@ -18,7 +18,7 @@ one value per continuous covariate (already scaled to [-1, 1] by the data loader
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -118,8 +118,7 @@ class MappingNetwork(nn.Module):
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
     def forward(self, z: torch.Tensor | None, c: torch.Tensor | None, *, truncation_psi: float = 1.0,
-                truncation_cutoff: int | None = None, w_avg: torch.Tensor | None = None,
-                update_w_avg: bool = False) -> torch.Tensor:
+                truncation_cutoff: int | None = None, w_avg: torch.Tensor | None = None) -> torch.Tensor:
         """``z`` [B, z_dim], ``c`` [B, c_dim] -> ``w`` [B, num_ws, w_dim] (or [B, w_dim] when num_ws is None).
 
         ``w_avg`` ([w_dim] or [B, w_dim]) overrides the tracked average as truncation centre. The
@@ -128,10 +127,16 @@ class MappingNetwork(nn.Module):
         """
         device_type = (z if z is not None else c).device.type  # type: ignore[union-attr]
         with torch.autocast(device_type, enabled=False):
-            return self._forward(z, c, truncation_psi, truncation_cutoff, w_avg, update_w_avg)
+            return self._forward(z, c, truncation_psi, truncation_cutoff, w_avg)
+
+    @torch.no_grad()
+    def track_w_avg(self, w_mean: torch.Tensor) -> None:
+        """Move the tracked average towards ``w_mean`` [w_dim] (the batch mean of untruncated ``w``)."""
+        if self.w_avg_beta is not None:
+            self.w_avg.copy_(w_mean.detach().float().lerp(self.w_avg, self.w_avg_beta))
 
     def _forward(self, z: torch.Tensor | None, c: torch.Tensor | None, truncation_psi: float,
-                 truncation_cutoff: int | None, w_avg: torch.Tensor | None, update_w_avg: bool) -> torch.Tensor:
+                 truncation_cutoff: int | None, w_avg: torch.Tensor | None) -> torch.Tensor:
         parts = []
         dtype = self.layers[0].weight.dtype
         if self.z_dim > 0:
@@ -143,8 +148,6 @@ class MappingNetwork(nn.Module):
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         for layer in self.layers:
             x = layer(x)
-        if update_w_avg and self.w_avg_beta is not None:
-            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         if self.num_ws is None:
             return x
         x = x.unsqueeze(1).repeat(1, self.num_ws, 1)  # [B, num_ws, w_dim]
@@ -257,14 +260,18 @@ class Generator(nn.Module):
                 truncation_cutoff: int | None = None, w_avg: torch.Tensor | None = None,
                 noise_mode: str = "random", noise: torch.Tensor | None = None,
                 mix_z: torch.Tensor | None = None, mix_cutoff: torch.Tensor | None = None,
-                update_w_avg: bool = False, return_ws: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                update_w_avg: bool | Callable[[torch.Tensor], torch.Tensor] = False, return_ws: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``z`` [B, z_dim], ``c`` [B, c_dim] -> image [B, C, R, R] (and ``ws`` with ``return_ws``).
 
         Style mixing: layers ``>= mix_cutoff[b]`` of image b take their ``w`` from ``mix_z[b]``
-        (``mix_cutoff[b] = num_ws`` leaves image b unmixed).
+        (``mix_cutoff[b] = num_ws`` leaves image b unmixed). ``update_w_avg`` moves the tracked
+        average towards this batch's mean ``w``, passed first through it when it is a function (e.g. a
+        mean over processes, so that every process tracks the same average).
         """
-        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
-                          w_avg=w_avg, update_w_avg=update_w_avg)
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, w_avg=w_avg)
+        if update_w_avg:
+            w_mean = ws[:, 0].detach().float().mean(dim=0)
+            self.mapping.track_w_avg(update_w_avg(w_mean) if callable(update_w_avg) else w_mean)
         if mix_z is not None:
             assert mix_cutoff is not None and mix_cutoff.shape == (z.shape[0],)
             ws_mix = self.mapping(mix_z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,

@@ -171,7 +171,7 @@ class StyleGAN2Task(Task):
         c = self.layout.encode(batch["cond"], batch=len(real), device=real.device)
         phase = ctx.phase
         if phase.name == "G_main":
-            fake = self._generate(G, c, ctx, "G_main", update_w_avg=True)
+            fake = self._generate(G, c, ctx, "G_main", update_w_avg=ctx.reduce_mean)  # same average w everywhere
             logits = self._discriminate(D, fake, c, ctx, "G_main:augment")
             loss = g_nonsaturating_loss(logits).mean()
             return loss, {"loss": loss.item(), "fake_score": logits.mean().item()}

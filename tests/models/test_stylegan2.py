@@ -216,8 +216,10 @@ def test_w_avg_tracks_moving_average() -> None:
     m = MappingNetwork(4, 0, 4, 2, num_layers=2, w_avg_beta=0.9)
     z = torch.randn(16, 4)
     w = m(z, None)[:, 0]
-    m(z, None, update_w_avg=True)
+    m.track_w_avg(w.mean(0))
     torch.testing.assert_close(m.w_avg, 0.1 * w.mean(0))
+    m.track_w_avg(w.mean(0))
+    torch.testing.assert_close(m.w_avg, 0.19 * w.mean(0))
 
 
 def test_projection_discriminator() -> None:
