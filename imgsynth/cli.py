@@ -118,6 +118,11 @@ def _register_stages() -> None:
 
     Each stage package has a light ``cli.py`` with ``register(app)``; one line per stage here.
     """
+    from imgsynth.generate import cli as generate_cli
+    from imgsynth.training import cli as training_cli
+
+    training_cli.register(app)
+    generate_cli.register(app)
 
 
 _register_stages()

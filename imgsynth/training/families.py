@@ -3,4 +3,5 @@
 One line per family; each module calls ``register_family(ModelFamily(...))`` at import.
 """
 
-import imgsynth.training.stylegan2  # noqa: F401
+import imgsynth.training.ldm  # noqa: E402,F401  (family "ldm")
+import imgsynth.training.stylegan2  # noqa: E402,F401  (family "stylegan2")

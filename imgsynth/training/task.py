@@ -196,8 +196,10 @@ class ImageGenerator(Protocol):
     """
 
     info: DatasetInfo  # schema of the training data: shape, conditions, intensity mapping
+    condition_names: list[str]  # the conditions the model was trained on (a subset of info's)
     samplers: tuple[str, ...]  # names accepted by ``sample(sampler=...)``; the first is the default
     default_steps: int
+    default_guidance: float
     checkpoint: dict[str, str]  # {"path": ..., "sha256": ...} of the weights sampled from
 
     def sample(
@@ -207,7 +209,7 @@ class ImageGenerator(Protocol):
         *,
         sampler: str | None = None,
         steps: int | None = None,
-        guidance: float = 1.0,
+        guidance: float | None = None,
     ) -> torch.Tensor: ...
 
 
