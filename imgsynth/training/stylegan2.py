@@ -337,7 +337,8 @@ class StyleGAN2Generator:
     """
 
     samplers = ("direct",)
-    default_steps = 1
+    default_steps = None  # one forward pass of G: no steps, no guidance
+    default_guidance = None
 
     def __init__(self, run: RunFolder, config: TrainConfig, device: torch.device | str) -> None:
         from safetensors.torch import load_file
@@ -348,6 +349,8 @@ class StyleGAN2Generator:
         self.sampling = model.sampling
         self.info: DatasetInfo = run.dataset_info()
         self.layout = condition_layout(config, self.info)
+        self.condition_names = self.layout.names
+        self.options = {"truncation": self.sampling.truncation_psi}
         path = run.weights_path("stylegan2", ema=True)
         tensors = load_file(str(path)) if path.is_file() else {}
         if not any(k.startswith("G.") for k in tensors):  # no EMA kept (ema_halflife_kimg: 0): live weights
@@ -365,9 +368,9 @@ class StyleGAN2Generator:
                steps: int | None = None, guidance: float | None = None, truncation: float | None = None) -> torch.Tensor:
         if sampler not in (None, *self.samplers):
             raise UsageError(f"unknown sampler '{sampler}' for this model (StyleGAN2 samples '{self.samplers[0]}')")
-        if steps not in (None, 1):
+        if steps is not None:
             raise UsageError("--steps applies to diffusion models; StyleGAN2 draws each image in one pass")
-        if guidance not in (None, 1.0):
+        if guidance is not None:
             raise UsageError("--guidance applies to diffusion models; StyleGAN2 is steered with --truncation")
         psi = self.sampling.truncation_psi if truncation is None else float(truncation)
         if not 0.0 <= psi <= 2.0:

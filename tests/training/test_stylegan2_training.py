@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from imgsynth.config import load_config
 from imgsynth.contracts import Dataset, RunFolder
 from imgsynth.errors import UsageError
+from imgsynth.training.checkpoint import CheckpointStore
 from imgsynth.training.run import train
 from imgsynth.training.task import get_family
 
@@ -88,26 +89,62 @@ def _task_state(run: Path, step: int) -> dict[str, torch.Tensor]:
     return load_file(str(run / "checkpoints" / "stylegan2" / f"step-{step:09d}" / "task.safetensors"))
 
 
-def test_resume_matches_an_uninterrupted_run(tiny_dataset: Dataset, tmp_path: Path) -> None:
-    full, part = tmp_path / "full", tmp_path / "part"
-    train(tiny_dataset.root, full, _config(6))
-    train(tiny_dataset.root, part, _config(3))  # stops after step 3, in the middle of an ADA interval
-    mid = _task_state(part, 3)
-    assert float(mid["ada.pipe.p"]) > 0 and float(mid["ada.stats"][1]) == BATCH  # pending statistics kept
-    train(tiny_dataset.root, part, _config(6))  # raising the budget resumes from step 3
-    assert RunFolder(part).model_info().stages["stylegan2"].step == 6
-    steps = [r["step"] for r in RunFolder(part).metrics("stylegan2") if "augment/p" in r]
-    assert steps == [1, 2, 3, 4, 5, 6]  # the progress counter continued, never back to 0
-    p_after = [r["augment/p"] for r in RunFolder(part).metrics("stylegan2") if r["step"] == 4][0]
-    assert p_after >= float(mid["ada.pipe.p"]) > 0  # p restored, not reset to 0
+def _final_state(run: Path) -> dict[str, torch.Tensor]:
+    """Weights, EMA weights, Adam moments of G and D, and the task state (ADA, path length) at the end."""
+    out: dict[str, torch.Tensor] = {}
     for ema in (False, True):
-        a = load_file(str(RunFolder(full).weights_path("stylegan2", ema=ema)))
-        b = load_file(str(RunFolder(part).weights_path("stylegan2", ema=ema)))
-        assert a.keys() == b.keys()
-        for k in a:
-            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
-    for k, v in _task_state(full, 6).items():
-        torch.testing.assert_close(v, _task_state(part, 6)[k], rtol=0, atol=1e-7, msg=k)
+        path = RunFolder(run).weights_path("stylegan2", ema=ema)
+        out.update({f"{path.name}/{k}": v for k, v in load_file(str(path)).items()})
+    latest = run / "checkpoints" / "stylegan2" / (run / "checkpoints" / "stylegan2" / "latest").read_text().strip()
+    for opt_file in sorted(latest.glob("optimizer*.bin")):
+        for idx, s in torch.load(opt_file, weights_only=True)["state"].items():
+            out.update({f"{opt_file.name}/{idx}/{key}": s[key] for key in ("exp_avg", "exp_avg_sq")})
+    out.update({f"task/{k}": v for k, v in load_file(str(latest / "task.safetensors")).items()})
+    return out
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_and_resumed_equals_straight(tiny_dataset: Dataset, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after the step-3 checkpoint (mid ADA interval, with gradient accumulation) and restarted,
+    a run ends where an uninterrupted one does: weights, EMA, Adam moments, p, logged losses."""
+    config = _config(6, "stages.stylegan2.batch_gpu=4", f"loop.checkpoint_kimg={3 * BATCH / 1000}")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(tiny_dataset.root, straight, config)
+    original = CheckpointStore.save
+
+    def save_then_crash(self, accelerator, state, **kwargs):  # noqa: ANN001, ANN202
+        path = original(self, accelerator, state, **kwargs)
+        raise Interrupt(path.name)
+
+    with monkeypatch.context() as m:
+        m.setattr(CheckpointStore, "save", save_then_crash)
+        with pytest.raises(Interrupt, match="step-000000003"):
+            train(tiny_dataset.root, resumed, config)
+    mid = _task_state(resumed, 3)
+    assert float(mid["ada.pipe.p"]) == pytest.approx(0.4)  # one adjustment made (after step 2) ...
+    assert float(mid["ada.stats"][1]) == BATCH  # ... and step 3's statistics pending
+    train(tiny_dataset.root, resumed, config)
+
+    a, b = _final_state(straight), _final_state(resumed)
+    assert a.keys() == b.keys() and any("exp_avg" in k for k in a) and "task/ada.pipe.p" in a
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6, msg=key)
+    assert float(b["task/ada.pipe.p"]) == pytest.approx(1.0)  # 0 -> 0.4 -> 0.8 -> 1 (clamped), never reset
+
+    def records(run: Path) -> dict[int, dict]:
+        recs = RunFolder(run).metrics("stylegan2")
+        assert [r["step"] for r in recs] == [1, 2, 3, 4, 5, 6]  # the progress counter continued
+        return {r["step"]: r for r in recs}
+
+    ra, rb = records(straight), records(resumed)
+    for step, rec in ra.items():
+        for key in ("G_main/loss", "D_main/loss", "augment/p"):
+            assert rb[step][key] == pytest.approx(rec[key], abs=1e-6), (step, key)
+    assert RunFolder(resumed).model_info().stages["stylegan2"].step == 6
 
 
 def _pixel_diversity(images: torch.Tensor) -> float:
@@ -157,5 +194,20 @@ def test_short_run_on_chest_xrays(shared_data: Path, tmp_path: Path) -> None:
     assert gen.checkpoint["path"] == "weights/stylegan2-ema.safetensors"
     with pytest.raises(UsageError, match="--guidance applies to diffusion models"):
         gen.sample(cond, seeds=range(16), guidance=3.0)
-    with pytest.raises(UsageError, match="--steps"):
-        gen.sample(cond, seeds=range(16), steps=20)
+
+    # The same `imgsynth generate` as for diffusion runs, with --truncation; the sample set is a dataset.
+    from imgsynth.cli import main
+
+    out = tmp_path / "samples"
+    assert main(["generate", str(run), str(out), "--n", "6", "--truncation", "0.7", "--formats", "png",
+                 "--device", "cpu", "--batch-size", "4"]) == 0
+    samples = Dataset.read(out)
+    assert [r["label"] for r in samples.rows] == ["normal", "pneumonia"] * 3 and samples.info.shape == [1, 32, 32]
+    block = samples.info.generator
+    assert block["family"] == "stylegan2" and block["sampler"] == "direct" and block["options"] == {"truncation": 0.7}
+    first = samples.load(samples.rows[0])
+    again = gen.sample({"label": torch.tensor([0])}, seeds=[int(samples.rows[0]["seed"])], truncation=0.7)[0]
+    torch.testing.assert_close(torch.from_numpy(first), again)  # image i depends on its seed alone
+    assert main(["generate", str(run), str(tmp_path / "bad"), "--n", "2", "--guidance", "2", "--device", "cpu"]) == 2
+    assert main(["generate", str(run), str(tmp_path / "bad"), "--n", "2", "--steps", "5", "--device", "cpu"]) == 2
+    assert not (tmp_path / "bad").exists()
