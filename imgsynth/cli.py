@@ -118,6 +118,7 @@ def _register_stages() -> None:
 
     Each stage package has a light ``cli.py`` with ``register(app)``; one line per stage here.
     """
+    __import__("imgsynth.evaluation.cli", fromlist=["register"]).register(app)
 
 
 _register_stages()

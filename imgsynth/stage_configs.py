@@ -3,3 +3,5 @@
 Each stage keeps its schema in a light module (pydantic only, no torch) and adds one import
 here; ``imgsynth.config.config_kinds()`` imports this module on first use.
 """
+
+import imgsynth.evaluation.config  # noqa: E402,F401  (kind: evaluate)

@@ -166,7 +166,7 @@ def train_encoder(
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         steps = step + 1
         if time.monotonic() - start > cfg.time_budget_s:
             log.warning("domain encoder training stopped by its time budget after %d of %d steps", steps, cfg.steps)

@@ -81,6 +81,7 @@ class KernelDistance:
     std: float
     subsets: int
     subset_size: int
+    values: np.ndarray
 
 
 def kernel_distance(
@@ -107,7 +108,7 @@ def kernel_distance(
         iy = torch.randperm(y.shape[0], generator=gen)[:size]
         values.append(mmd2_unbiased(x[ix], y[iy], degree))
     arr = np.asarray(values)
-    return KernelDistance(float(arr.mean()), float(arr.std()) if len(arr) > 1 else 0.0, count, size)
+    return KernelDistance(float(arr.mean()), float(arr.std()) if len(arr) > 1 else 0.0, count, size, arr)
 
 
 def _kth_nn_radii(feats: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
