@@ -172,11 +172,16 @@ def summarise(result: DownstreamResult, *, rounds: int, level: float, seed: int)
     for run in result.runs:
         by_setting.setdefault(run.setting, []).append(run.prob)
 
+    def mean(values: list[float]) -> float:
+        finite = [v for v in values if np.isfinite(v)]
+        return float(np.mean(finite)) if finite else float("nan")
+
     def scores(idx: np.ndarray) -> dict[str, dict[str, float]]:
-        return {
-            s: {m: float(np.nanmean([metric_values(y[idx], p[idx], n_classes)[m] for p in probs])) for m in METRICS}
-            for s, probs in by_setting.items()
-        }
+        out: dict[str, dict[str, float]] = {}
+        for s, probs in by_setting.items():
+            per_seed = [metric_values(y[idx], p[idx], n_classes) for p in probs]
+            out[s] = {m: mean([v[m] for v in per_seed]) for m in METRICS}
+        return out
 
     full = scores(np.arange(len(y)))
     rng = np.random.default_rng(seed)

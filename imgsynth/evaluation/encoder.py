@@ -52,7 +52,8 @@ def _norm(channels: int) -> nn.GroupNorm:
 
 
 class DomainEncoder(nn.Module):
-    """Conv stem, ``levels`` stride-2 stages (GroupNorm, SiLU), global average pool: ``[B, C, *S] -> [B, F]``."""
+    """Conv stem, ``levels`` stages (stride 2 after the first; 3D: from the first), GroupNorm + SiLU, global
+    average pool: ``[B, C, *S] -> [B, F]``."""
 
     def __init__(self, arch: EncoderArch) -> None:
         super().__init__()
@@ -62,7 +63,7 @@ class DomainEncoder(nn.Module):
         ch = arch.width
         for level in range(arch.levels):
             out = arch.width * 2 ** level
-            stride = 1 if level == 0 else 2
+            stride = 1 if level == 0 and arch.spatial_dims == 2 else 2  # volumes: downsample at once
             layers += [conv(ch, out, 3, stride=stride, padding=1), _norm(out), nn.SiLU(),
                        conv(out, out, 3, padding=1), _norm(out), nn.SiLU()]
             ch = out

@@ -113,7 +113,13 @@ def _rows(feats: np.ndarray, idx: np.ndarray, n_items: int) -> np.ndarray:
 
 def _distances(ext: FeatureExtractor, feats: dict[str, dict[str, np.ndarray]], inputs: Inputs, cfg: EvaluateConfig,
                out: _Collector, warnings: list[str]) -> None:
-    from imgsynth.evaluation.fid import bootstrap_pair, frechet_distance_features, kernel_distance, precision_recall, small_n_warning
+    from imgsynth.evaluation.fid import (
+        bootstrap_pair,
+        frechet_distance_features,
+        kernel_distance,
+        precision_recall,
+        small_n_warning,
+    )
 
     rng = np.random.default_rng(cfg.seed)
     n_syn, n_train, n_test = len(inputs.synthetic), len(inputs.real_train), len(inputs.real_test)

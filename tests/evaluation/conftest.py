@@ -60,3 +60,14 @@ def adrenal(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Data
     """AdrenalMNIST3D resized to 32^3: 16 volumes per split."""
     out = tmp_path_factory.mktemp("adrenal")
     return import_medmnist(shared_data / "volumes" / "adrenalmnist3d_64.npz", out, size=32, max_per_split=16)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny workloads: one intra-op thread avoids oversubscription on small (2-core) machines."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
