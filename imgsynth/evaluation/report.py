@@ -129,7 +129,9 @@ def _metric_row(name: str, m: Metric) -> str:
     ci = f"[{fmt(m.ci[0])}, {fmt(m.ci[1])}]" if m.ci else ""
     r = m.recipe
     n = r.get("n_synthetic", r.get("n", r.get("n_test", "")))
-    ext = r.get("extractor", r.get("method", r.get("network", "")))
+    ext = r.get("extractor") or r.get("method") or r.get("network") or r.get("weights", "")
+    if name.startswith("downstream"):
+        ext = f"{r.get('network')} predicting '{r.get('condition')}' ({r.get('metric')}, {r.get('seeds')} seeds)"
     sha = r.get("weights_sha256")
     ext_text = f"{ext} (sha256 {str(sha)[:12]}...)" if sha else str(ext)
     note = f'<div class="muted">{esc(m.note)}</div>' if m.note else ""

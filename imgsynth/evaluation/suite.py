@@ -198,7 +198,7 @@ def _memorization(inputs: Inputs, primary: tuple[FeatureExtractor, dict[str, dic
     floor = split_half_floor(held_nn.distance, held_nn.ssim, mcfg, cfg.seed)
     n_syn = len(flags)
     method = (f"pixel space: RMS difference (model scale) to the nearest real train image, minimised over flips "
-              f"{mcfg.flips} and shifts up to {mcfg.max_shift} px; copy if below the {mcfg.percentile:g}th percentile of "
+              f"{mcfg.flips} and shifts up to {mcfg.max_shift} px; copy if below the {mcfg.percentile:g}% quantile of "
               f"real held-out-to-train distances or SSIM >= {mcfg.ssim_threshold:g}")
     recipe = {"method": method, "threshold": tau, "percentile": mcfg.percentile, "ssim_threshold": mcfg.ssim_threshold,
               "n_synthetic": n_syn, "n_real_train": len(ref), "n_real_heldout": len(held_nn.distance),
@@ -232,8 +232,8 @@ def _memorization(inputs: Inputs, primary: tuple[FeatureExtractor, dict[str, dic
         ffloor = float(np.mean([(fd_held[b] < np.percentile(fd_held[a], mcfg.percentile)).mean(),
                                 (fd_held[a] < np.percentile(fd_held[b], mcfg.percentile)).mean()])) if len(half) >= 4 else None
         out.add("memorization.feature_fraction", float(fflags.mean()),
-                {"method": f"{ext.name} feature space: nearest train neighbour closer than the {mcfg.percentile:g}th "
-                           "percentile of real held-out-to-train feature distances", "threshold": ftau,
+                {"method": f"{ext.name} feature space: nearest train neighbour closer than the {mcfg.percentile:g}% "
+                           "quantile of real held-out-to-train feature distances", "threshold": ftau,
                  "extractor": ext.recipe().get("extractor"), "weights_sha256": ext.recipe().get("weights_sha256"),
                  "n_synthetic": n_syn, "floor": "split-half on real held-out", "ci": "Wilson 95% interval"},
                 floor=ffloor, ci=_wilson(int(fflags.sum()), n_syn), flagged=int(fflags.sum()))

@@ -48,7 +48,7 @@ def tiny_run(chest: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def chest_eval(chest: Dataset, tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    """CLI run: synthetic = 3 planted training copies + perturbed val images (one id needing escaping)."""
+    """CLI run: synthetic = 3 planted training copies (exact, flipped, shifted) + perturbed val images."""
     tmp = tmp_path_factory.mktemp("chest-eval")
     train, val = stack(chest, "train"), stack(chest, "val")
     rng = np.random.default_rng(0)
@@ -56,7 +56,7 @@ def chest_eval(chest: Dataset, tiny_run: Path, tmp_path_factory: pytest.TempPath
     images = [train[0], train[1][..., ::-1], np.roll(train[2], 1, axis=1), *noisy]
     labels = [r["label"] for r in chest.split("train")[:3]] + [r["label"] for r in chest.split("val")[:27]]
     ids = [f"sample-{k}" for k in range(30)]
-    ids[5] = "<b>sample&5</b>"
+    ids[1] = "<b>copy&1</b>"  # text that must be escaped in the HTML
     syn = write_synthetic(tmp / "synthetic", chest, images, labels, ids)
     out = tmp / "evaluation"
     args = ["evaluate", "--real", str(chest.root), "--synthetic", str(syn.root), str(out), "--run", str(tiny_run),
@@ -82,9 +82,9 @@ def test_cli_writes_report_json_with_recipes_and_floors(chest_eval: tuple[Path, 
     assert fd.recipe["heldout_split"] == "test" and "resize" in fd.recipe and "preprocessing" in fd.recipe
     assert "FID" not in m and "KID" not in m  # no standard Inception weights: never called FID
     mem = m["memorization.fraction"]
-    assert mem.value == pytest.approx(3 / 30) and mem.recipe["threshold"] > 0 and "percentile" in mem.recipe["method"]
+    assert mem.value == pytest.approx(3 / 30) and mem.recipe["threshold"] > 0 and "quantile" in mem.recipe["method"]
     flagged = {f["synthetic"] for f in report.extra["memorization"]["flagged"]}
-    assert flagged == {"sample-0", "sample-1", "sample-2"}
+    assert flagged == {"sample-0", "<b>copy&1</b>", "sample-2"}
     assert m["downstream.ratio"].value == pytest.approx(m["downstream.tstr"].value / m["downstream.trtr"].value)
     assert m["diversity.ms_ssim"].note.startswith("MS-SSIM used 2 of 5 scales")
     assert m["reconstruction.ssim"].recipe["weights"] == "autoencoder-ema.safetensors"
@@ -99,7 +99,7 @@ def test_report_html_is_self_contained_and_escaped(chest_eval: tuple[Path, int])
     assert "http://" not in text and "https://" not in text and "<script" not in text and "<link" not in text
     srcs = re.findall(r'src="([^"]*)"', text)
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
-    assert "<b>sample&5</b>" not in text and "&lt;b&gt;sample&amp;5&lt;/b&gt;" in text or "sample-5" not in text
+    assert "<b>copy" not in text and "&lt;b&gt;copy&amp;1&lt;/b&gt;" in text
     for section in ("Summary", "Closest synthetic / training pairs", "Intensity histograms", "Reconstructions", "Recipes"):
         assert section in text, section
     assert "<svg" in text and "likely copy" in text
