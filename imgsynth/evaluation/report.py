@@ -95,29 +95,33 @@ def _img(array: np.ndarray, alt: str, min_width: int = 256) -> str:
 
 
 def svg_histogram(hist: dict[str, Any], width: int = 640, height: int = 260) -> str:
-    """Density curves of real held-out, real train and synthetic values over shared bins (inline SVG)."""
+    """Fraction of values per bin (log scale) for real held-out, real train and synthetic (inline SVG)."""
     edges = np.asarray(hist["edges"], dtype=float)
     centres = 0.5 * (edges[:-1] + edges[1:])
+    widths = np.diff(edges)
     series = [("real_test", "#1f77b4", "real held-out"), ("real_train", "#7fb8e0", "real train"), ("synthetic", "#d62728", "synthetic")]
-    top = max(max(hist[k]) for k, _, _ in series) or 1.0
+    floor_log = -5.0  # fractions below 1e-5 sit on the axis
+    logs = {k: np.log10(np.clip(np.asarray(hist[k]) * widths, 10**floor_log, None)) for k, _, _ in series}
     left, bottom, right, upper = 50, height - 35, width - 10, 10
 
     def px(xv: float, yv: float) -> tuple[float, float]:
         x = left + (xv - edges[0]) / max(edges[-1] - edges[0], 1e-12) * (right - left)
-        return x, bottom - yv / top * (bottom - upper)
+        return x, bottom - (yv - floor_log) / -floor_log * (bottom - upper)
 
-    parts = [f'<svg width="{width}" height="{height}" role="img" '
-             f'aria-label="intensity histogram">',
+    parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="intensity histogram">',
              f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="#333"/>',
              f'<line x1="{left}" y1="{upper}" x2="{left}" y2="{bottom}" stroke="#333"/>']
     for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
         value = edges[0] + frac * (edges[-1] - edges[0])
-        x, _ = px(value, 0)
+        x, _ = px(value, floor_log)
         parts.append(f'<text x="{x:.1f}" y="{bottom + 15}" font-size="11" text-anchor="middle">{esc(fmt(float(value)))}</text>')
+    for power in range(int(floor_log), 1):
+        _, y = px(edges[0], power)
+        parts.append(f'<text x="{left - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end">1e{power}</text>')
     parts.append(f'<text x="{(left + right) / 2}" y="{height - 3}" font-size="12" text-anchor="middle">'
-                 f'value ({esc(hist.get("unit", ""))})</text>')
+                 f'value in {esc(hist.get("unit", ""))} (y: fraction of values per bin, log scale)</text>')
     for k, (key, colour, label) in enumerate(series):
-        pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in (px(c, v) for c, v in zip(centres, hist[key], strict=True)))
+        pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in (px(c, v) for c, v in zip(centres, logs[key], strict=True)))
         dash = ' stroke-dasharray="4 3"' if key == "real_train" else ""
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.8"{dash} points="{pts}"/>')
         parts.append(f'<text x="{right - 110}" y="{upper + 14 + 14 * k}" font-size="12" fill="{colour}">{esc(label)}</text>')
@@ -177,7 +181,7 @@ def build_html(report: Report, visuals: Any) -> str:
         if title.startswith("Memorization") and visuals.closest:
             body.append(_pairs(visuals, window))
         if title.startswith("Physical") and visuals.histograms:
-            body.append(f"<h3>Intensity histograms ({esc(visuals.histograms.get('unit', ''))})</h3>" + svg_histogram(visuals.histograms))
+            body.append(f"<h3>Intensity histograms in {esc(visuals.histograms.get('unit', ''))}</h3>" + svg_histogram(visuals.histograms))
     real_items = list(inputs.real_test.images[:n_grid])
     syn_items = list(inputs.synthetic.images[:n_grid])
     planes = " (central slices across D, H, W)" if inputs.spatial_dims == 3 else ""

@@ -177,6 +177,9 @@ def load_inputs(real: str | Path, synthetic: str | Path, cfg: DataSection, seed:
     real_train = _load_rows(real_ds, _pick(train_rows, cfg.max_real_train, rng), "real_train", skipped)
     real_test = _load_rows(real_ds, _pick(test_rows, cfg.max_real_test, rng), "real_test", skipped)
     syn = _load_rows(syn_ds, _pick(syn_rows, cfg.max_synthetic, rng), "synthetic", skipped, convert)
+    for s in (real_train, real_test, syn):
+        if len(s) < 4:
+            raise UsageError(f"the {s.name.replace('_', ' ')} set has {len(s)} readable items; the metrics need at least 4")
     nonfinite = int((~np.isfinite(syn.images)).any(axis=tuple(range(1, syn.images.ndim))).sum())
     if nonfinite:
         notes.append(f"{nonfinite} synthetic items hold NaN/inf values; they were set to 0 for the metrics")

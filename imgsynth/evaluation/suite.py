@@ -90,6 +90,19 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: numpy scalars to Python, non-finite floats to None."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 class _Collector:
     def __init__(self, seed: int) -> None:
         self.metrics: dict[str, Metric] = {}
@@ -97,9 +110,9 @@ class _Collector:
 
     def add(self, name: str, value: float | None, recipe: dict[str, Any], *, floor: float | None = None,
             ci: tuple[float, float] | None = None, note: str = "", **extra: Any) -> None:
-        recipe = {**recipe, "seed": self.seed}
+        recipe = _clean({**recipe, "seed": self.seed})
         ci = None if ci is None or not all(math.isfinite(c) for c in ci) else (float(ci[0]), float(ci[1]))
-        self.metrics[name] = Metric(value=_finite(value), recipe=recipe, floor=_finite(floor), ci=ci, note=note, **extra)
+        self.metrics[name] = Metric(value=_finite(value), recipe=recipe, floor=_finite(floor), ci=ci, note=note, **_clean(extra))
 
 
 # =============================================================================================
@@ -443,7 +456,7 @@ def _evaluate(real: Path, synthetic: Path, out_dir: Path, cfg: EvaluateConfig, r
         "extractors": [e.name for e in extractors], "config": config_to_dict(cfg), "config_hash": config_hash(cfg),
         "seed": cfg.seed, "device": str(device),
     }
-    report = Report(inputs=report_inputs, metrics=out.metrics, warnings=list(dict.fromkeys(warnings)), extra=extra)
+    report = Report(inputs=_clean(report_inputs), metrics=out.metrics, warnings=list(dict.fromkeys(warnings)), extra=_clean(extra))
     write_report(out_dir, report)
     write_html(out_dir, report, visuals)
     return EvaluationResult(out_dir, report, inputs.skipped, round(time.monotonic() - start, 2))

@@ -71,7 +71,7 @@ def validate(
 ) -> ValidatorReport:
     """All checks; images in model scale (as loaded), compared in physical units."""
     rng = np.random.default_rng(seed)
-    unit = intensity.unit or "(stored units)"
+    unit = intensity.unit or ("stored units" if intensity.kind == "none" else f"source units ({intensity.kind} {intensity.low:g}..{intensity.high:g})")
     tr, te, sy = (_physical(x, intensity) for x in (real_train, real_test, synthetic_model))
     out = ValidatorReport(unit=unit)
     cap = cfg.max_values

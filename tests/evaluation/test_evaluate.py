@@ -100,7 +100,7 @@ def test_report_html_is_self_contained_and_escaped(chest_eval: tuple[Path, int])
     srcs = re.findall(r'src="([^"]*)"', text)
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert "<b>copy" not in text and "&lt;b&gt;copy&amp;1&lt;/b&gt;" in text
-    for section in ("Summary", "Closest synthetic / training pairs", "Intensity histograms", "Reconstructions", "Recipes"):
+    for section in ("Summary", "Closest synthetic / training pairs", "Intensity histograms in", "Reconstructions", "Recipes"):
         assert section in text, section
     assert "<svg" in text and "likely copy" in text
 
