@@ -8,3 +8,4 @@ import imgsynth.review.config  # noqa: F401
 import imgsynth.deid.config  # noqa: F401
 import imgsynth.data.config  # noqa: F401  (kind: preprocess)
 import imgsynth.training.config  # noqa: E402,F401  (kind: train)
+import imgsynth.evaluation.config  # noqa: E402,F401  (kind: evaluate)
