@@ -5,3 +5,4 @@ here; ``imgsynth.config.config_kinds()`` imports this module on first use.
 """
 
 import imgsynth.training.config  # noqa: E402,F401  (kind: train)
+import imgsynth.review.config  # noqa: F401
