@@ -119,16 +119,15 @@ def _register_stages() -> None:
 
     Each stage package has a light ``cli.py`` with ``register(app)``; one line per stage here.
     """
-    __import__("imgsynth.review.cli", fromlist=["register"]).register(app)
-    importlib.import_module("imgsynth.deid.cli").register(app)
-    __import__("imgsynth.data.cli", fromlist=["register"]).register(app)
-    from imgsynth.generate import cli as generate_cli
-    from imgsynth.training import cli as training_cli
-
-    training_cli.register(app)
-    generate_cli.register(app)
-    __import__("imgsynth.evaluation.cli", fromlist=["register"]).register(app)
-    __import__("imgsynth.review.cli", fromlist=["register"]).register(app)
+    for module in (
+        "imgsynth.deid.cli",
+        "imgsynth.data.cli",
+        "imgsynth.training.cli",
+        "imgsynth.generate.cli",
+        "imgsynth.evaluation.cli",
+        "imgsynth.review.cli",
+    ):
+        importlib.import_module(module).register(app)
 
 
 _register_stages()
