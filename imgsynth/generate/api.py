@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from imgsynth.contracts import Condition, Dataset, DatasetInfo, RunFolder, write_dataset
+from imgsynth.contracts import Condition, Dataset, DatasetInfo, RunFolder, save_item, write_dataset
 from imgsynth.errors import ContractError, ImgsynthError, InputError, UsageError
 from imgsynth.generate.writers import write_nifti, write_npy, write_png
 from imgsynth.utils.io import is_within
@@ -187,11 +187,14 @@ def generate_batch(generator: Any, requests: Sequence[SampleRequest], out_dir: s
     except ImgsynthError as exc:
         return [SampleResult(r, error=str(exc)) for r in requests]
     arrays = images.detach().float().cpu().numpy()
+    masks = [c.name for c in generator.info.conditions if c.type == "mask" and c.name in cond]
     results = []
-    for req, image in zip(requests, arrays, strict=True):
+    for b, (req, image) in enumerate(zip(requests, arrays, strict=True)):
         try:
             row: dict[str, Any] = {"id": req.id, "path": write_npy(out_dir, req.id, image), "split": "synthetic",
                                    "subject": req.id, **req.condition, "seed": req.seed}
+            for name in masks:  # the sample set carries the masks it was conditioned on
+                row[name] = save_item(out_dir, f"masks/{req.id}-{name}.npy", cond[name][b].cpu().numpy())
             if "png" in settings.formats:
                 row["png"] = write_png(out_dir, req.id, image)
             if "nifti" in settings.formats:

@@ -98,7 +98,7 @@ def sample_latents(
     if sampler == "ddpm":
         sched = DDPMScheduler.from_config(base)
     elif sampler == "ddim":
-        sched = DDIMScheduler.from_config(base, timestep_spacing="trailing", set_alpha_to_one=False)
+        sched = DDIMScheduler.from_config(base, timestep_spacing="trailing", set_alpha_to_one=True)
     else:
         sched = DPMSolverMultistepScheduler.from_config(
             base, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing"
