@@ -490,9 +490,8 @@ class Deidentifier:
         codes_ = [BASIC_PROFILE_CODE] + ([CLEAN_PIXEL_DATA_CODE] if pixels_cleaned else [])
         return codes_ + sorted(OPTION_CODES[o] for o in self.options)
 
-    def _mark(self, ds: Dataset, pixels_cleaned: bool) -> None:
-        ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = f"imgsynth {imgsynth.__version__} PS3.15 Annex E"[:64]
+    @functools.cache  # noqa: B019  (built once per Deidentifier; the items are only ever written)
+    def _code_items(self, pixels_cleaned: bool) -> tuple[Dataset, ...]:
         items = []
         for code in self.method_codes(pixels_cleaned):
             item = Dataset()
@@ -500,7 +499,12 @@ class Deidentifier:
             item.CodingSchemeDesignator = "DCM"
             item.CodeMeaning = _CODE_MEANINGS[code]
             items.append(item)
-        ds.DeidentificationMethodCodeSequence = Sequence(items)
+        return tuple(items)
+
+    def _mark(self, ds: Dataset, pixels_cleaned: bool) -> None:
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = f"imgsynth {imgsynth.__version__} PS3.15 Annex E"[:64]
+        ds.DeidentificationMethodCodeSequence = Sequence(self._code_items(pixels_cleaned))
         ds.LongitudinalTemporalInformationModified = (
             "UNMODIFIED" if self.full_dates else "MODIFIED" if self.modified_dates else "REMOVED"
         )

@@ -213,8 +213,9 @@ def test_two_workers_give_the_same_files(tmp_path: Path, keyring) -> None:  # no
     # Same names and same contents; which of two different files with one SOP Instance UID gets the
     # plain name and which the suffix depends on which worker finishes first.
     assert set(w1) == set(w2) and sorted(w1.values()) == sorted(w2.values())
-    assert sum(w1[k] == w2[k] for k in w1) >= len(w1) - 2 * one.counts["renamed"]
-    assert one.counts == two.counts
+    assert sum(w1[k] == w2[k] for k in w1) >= len(w1) - 2 * max(one.counts["renamed"], two.counts["renamed"])
+    order_free = ("inputs", "done", "quarantined", "written", "identical_not_rewritten")
+    assert {k: one.counts[k] for k in order_free} == {k: two.counts[k] for k in order_free}
 
 
 def test_mirror_layout_keeps_relative_paths(tmp_path: Path, keyring) -> None:  # noqa: ANN001
