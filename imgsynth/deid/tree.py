@@ -61,6 +61,7 @@ class Job:
     keyring: Keyring
     quarantine_dir: str | None = None
     mapping: bool = False
+    input_root: str | None = None  # plain paths (an Azure ML mini-batch) are labelled relative to it
 
 
 @dataclass
@@ -94,7 +95,7 @@ def deid_minibatch(items: Sequence[WorkItem | str | Path], job: Job) -> list[dic
     """The mini-batch entry: de-identify each file; one result dict per input, never raises.
 
     ``items`` are :class:`WorkItem` (local runs) or plain paths (an Azure ML parallel job's
-    mini-batch; each is then labelled by its file name).
+    mini-batch; labelled relative to ``job.input_root``, as :func:`discover` labels them).
     """
     import json
 
@@ -106,10 +107,19 @@ def deid_minibatch(items: Sequence[WorkItem | str | Path], job: Job) -> list[dic
         warnings.simplefilter("ignore")  # pydicom's warnings name values and paths: never logged
         for item in items:
             if not isinstance(item, WorkItem):
-                path = Path(item)
-                item = WorkItem(str(path), path.name, job.keyring.path_id(path.name))
+                item = work_item(Path(item), job)
             out.append(_process(item, job, deid))
     return out
+
+
+def work_item(path: Path, job: Job) -> WorkItem:
+    """A plain input path as a :class:`WorkItem`, labelled relative to ``job.input_root``."""
+    root = Path(job.input_root) if job.input_root else path.parent
+    try:
+        label = f"{root.name}/{path.relative_to(root).as_posix()}"
+    except ValueError:
+        label = path.name
+    return WorkItem(str(path), label, job.keyring.path_id(label))
 
 
 def _process(item: WorkItem, job: Job, deid: Any) -> dict[str, Any]:
