@@ -276,7 +276,7 @@ def anonymize_tree(
     overrides: Iterable[str] = (),
     key_file: str | Path | None = None,
     new_key: str | Path | None = None,
-    keyring: Keyring | None = None,
+    keyring: Keyring | str | bytes | None = None,
     workers: int | None = None,
     layout: str | None = None,
     mapping: str | Path | None = None,
@@ -284,8 +284,8 @@ def anonymize_tree(
 ) -> DeidSummary:
     """De-identify every file under ``inputs`` into ``out_dir`` (PS3.15 Annex E); see README.md.
 
-    The key comes from ``keyring``, ``key_file``, ``$IMGSYNTH_DEID_KEY`` or a new key file
-    ``new_key`` (in that order); without any the call is refused. Re-running resumes: inputs
+    The key comes from ``keyring`` (a :class:`Keyring` or the secret itself), ``key_file``, a new
+    key file ``new_key`` or ``$IMGSYNTH_DEID_KEY`` (in that order); without any the call is refused. Re-running resumes: inputs
     already de-identified (per ``audit.jsonl``, output present) are skipped.
     """
     roots = [Path(p) for p in ([inputs] if isinstance(inputs, str | Path) else inputs)]
@@ -303,6 +303,8 @@ def anonymize_tree(
 
         cfg = validate_config(DeidConfig, {**cfg.model_dump(mode="json"), **updates}, source="command line")
     _check_paths(roots, out, mapping_path, qdir)
+    if isinstance(keyring, str | bytes):
+        keyring = Keyring(keyring)
     keys = keyring or load_keyring(key_file=key_file, new_key=new_key, out_dir=out, inputs=tuple(roots))
     items = discover(roots, keys)
     if not items:
