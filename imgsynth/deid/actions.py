@@ -25,6 +25,7 @@ from pydicom.uid import UID_dictionary
 import imgsynth
 from imgsynth.deid.config import DeidConfig
 from imgsynth.deid.dates import shift_value
+from imgsynth.deid.files import text_value
 from imgsynth.deid.keys import Keyring
 from imgsynth.deid.phi import (
     DUMMY_DATE,
@@ -145,13 +146,9 @@ def _vr_of(elem: DataElement | RawDataElement, entry: Entry) -> str:
 
 def iod_contexts(ds: Dataset) -> tuple[str, ...]:
     """The IOD family contexts of :data:`~imgsynth.deid.profile.TYPE_HINTS` for a dataset."""
-    sop = str(ds.get("SOPClassUID", "") or "")
+    sop = text_value(ds, 0x00080016)
     out = []
-    if (
-        sop in ENHANCED_SOP_CLASSES
-        or "SharedFunctionalGroupsSequence" in ds
-        or "PerFrameFunctionalGroupsSequence" in ds
-    ):
+    if sop in ENHANCED_SOP_CLASSES or 0x52009229 in ds or 0x52009230 in ds:  # functional groups
         out.append("enhanced")
     if sop.startswith("1.2.840.10008.5.1.4.1.1.88."):
         out.append("sr")
@@ -161,7 +158,7 @@ def iod_contexts(ds: Dataset) -> tuple[str, ...]:
         out.append("waveform")
     if sop.startswith("1.2.840.10008.5.1.4.1.1.11."):
         out.append("presentation")
-    if sop in ("1.2.840.10008.5.1.4.1.1.128", "1.2.840.10008.5.1.4.1.1.130") or ds.get("Modality") == "PT":
+    if sop in ("1.2.840.10008.5.1.4.1.1.128", "1.2.840.10008.5.1.4.1.1.130") or text_value(ds, 0x00080060) == "PT":
         out.append("pet")
     return tuple(out)
 
@@ -224,9 +221,7 @@ class Deidentifier:
     # -- public ------------------------------------------------------------------------------
     def deidentify(self, ds: Dataset, *, pixels_cleaned: bool = False) -> Outcome:
         """De-identify ``ds`` in place (file meta is the caller's: see :mod:`imgsynth.deid.files`)."""
-        charset = ds.get("SpecificCharacterSet", "")
-        charset_text = "\\".join(charset) if not isinstance(charset, str) else charset
-        charset_text = charset_text.strip()
+        charset_text = text_value(ds, 0x00080005)
         state = FileState(
             contexts=iod_contexts(ds), simple_charset=charset_text in _SIMPLE_CHARSETS,
             text_codec="utf-8" if charset_text == "ISO_IR 192" else "latin-1",
@@ -247,14 +242,14 @@ class Deidentifier:
 
     def _patient_key(self, ds: Dataset) -> str:
         """What identifies the patient of ``ds`` (pseudonyms and date offsets derive from it)."""
-        pid = str(ds.get("PatientID", "") or "").strip()
+        pid = text_value(ds, PATIENT_ID)
         if pid:
-            return f"id\x00{str(ds.get('IssuerOfPatientID', '') or '').strip()}\x00{pid}"
-        name = str(ds.get("PatientName", "") or "").strip()
+            return f"id\x00{text_value(ds, ISSUER_OF_PATIENT_ID)}\x00{pid}"
+        name = text_value(ds, PATIENT_NAME)
         if name:
-            return f"name\x00{name}\x00{ds.get('PatientBirthDate', '')}"
-        study = str(ds.get("StudyInstanceUID", "") or "").strip()
-        return f"study\x00{study}" if study else f"instance\x00{ds.get('SOPInstanceUID', '')}"
+            return f"name\x00{name}\x00{text_value(ds, PATIENT_BIRTH_DATE)}"
+        study = text_value(ds, 0x0020000D)
+        return f"study\x00{study}" if study else f"instance\x00{text_value(ds, 0x00080018)}"
 
     # -- the walk ----------------------------------------------------------------------------
     def _walk(
@@ -365,7 +360,8 @@ class Deidentifier:
 
     def _map_uids(self, ds: Dataset, t: int, st: FileState, *, only_instances: bool) -> bool:
         """Replace the UIDs of one element (U); returns False when nothing needed replacing."""
-        values = values_of(ds[t].value) or [""]
+        value = ds.get_item(t).value
+        values = (value.decode("latin-1").split("\\") if isinstance(value, bytes) else values_of(value)) or [""]
         if only_instances and all(v.strip() in UID_dictionary or not v.strip() for v in values):
             return False
         new = []
@@ -383,7 +379,7 @@ class Deidentifier:
         return True
 
     def _pseudonymise(self, ds: Dataset, t: int, vr: str, st: FileState, patient_key: str | None) -> None:
-        original = str(ds[t].value or "").strip()
+        original = str(_value(ds, t, ds.get_item(t), vr, st) or "").strip()
         if patient_key is not None:  # top level: the file's patient
             pseudo = self.patient_pseudonym(patient_key)
         elif original:  # an ID inside a sequence: its own keyed pseudonym

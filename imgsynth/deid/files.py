@@ -41,6 +41,18 @@ def _tag_hint(text: str) -> str:
     return f" at ({m.group(1).upper()},{m.group(2).upper()})" if m else ""
 
 
+def text_value(ds: Dataset, tag: int) -> str:
+    """A string element's value as stripped text, decoded straight from its raw bytes when pydicom
+    has not converted it yet (for the few attributes read to decide what to do with a file)."""
+    elem = ds.get_item(tag)
+    if elem is None:
+        return ""
+    value = elem.value
+    if isinstance(value, bytes):
+        return value.decode("latin-1").strip(" \x00")
+    return "" if value is None else str(value).strip(" \x00")
+
+
 def describe_error(exc: BaseException) -> str:
     """A one-line reason for an exception that names its kind and tag, never a value or a path."""
     text = str(exc)
@@ -82,8 +94,7 @@ def read_dataset(path: Path) -> tuple[Dataset, list[str]]:
     ):
         raise InputError("DICOMDIR (media directory), not an instance: rebuild it from the de-identified files")
     try:
-        sop_class = str(ds.get("SOPClassUID", "") or "").strip()
-        sop_instance = str(ds.get("SOPInstanceUID", "") or "").strip()
+        sop_class, sop_instance = text_value(ds, 0x00080016), text_value(ds, 0x00080018)
     except Exception:
         raise InputError("not a DICOM file (unreadable SOP Class/Instance UID)") from None
     if not sop_class or not sop_instance:
@@ -99,7 +110,7 @@ def _check_complete(ds: Dataset) -> None:
     """A file cut short leaves its last element shorter than its declared length."""
     if not len(ds):
         return
-    last = max(ds.keys())
+    last = next(reversed(ds.keys()))  # elements are read in tag order
     raw = ds.get_item(last, keep_deferred=True)
     if isinstance(raw, RawDataElement) and raw.value is not None and raw.length != 0xFFFFFFFF and len(raw.value) < raw.length:
         t = int(last)
@@ -142,8 +153,8 @@ def transfer_syntax(ds: Dataset) -> UID:
 def prepare_file_meta(ds: Dataset, ts: UID) -> None:
     """Zero preamble and rebuilt file meta (MediaStorageSOPInstanceUID = SOPInstanceUID)."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.MediaStorageSOPClassUID = text_value(ds, 0x00080016)
+    meta.MediaStorageSOPInstanceUID = text_value(ds, 0x00080018)
     meta.TransferSyntaxUID = ts
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION

@@ -165,10 +165,11 @@ def _process(item: WorkItem, job: Job, deid: Any) -> dict[str, Any]:
 def _output_name(ds: Any, item: WorkItem, layout: str) -> str:
     if layout == "mirror":
         return item.label
+    from imgsynth.deid.files import text_value
+
     parts = []
-    for keyword, fallback in (("StudyInstanceUID", "unknown-study"), ("SeriesInstanceUID", "unknown-series"),
-                              ("SOPInstanceUID", None)):
-        uid = str(ds.get(keyword, "") or "").strip()
+    for tag, fallback in ((0x0020000D, "unknown-study"), (0x0020000E, "unknown-series"), (0x00080018, None)):
+        uid = text_value(ds, tag)
         if not _UID_PATH.match(uid) or len(uid) > 64:
             uid = fallback or ("instance-" + hashlib.sha256(uid.encode()).hexdigest()[:32])
         parts.append(uid)
