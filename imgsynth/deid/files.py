@@ -103,7 +103,16 @@ def read_dataset(path: Path) -> tuple[Dataset, list[str]]:
         raise InputError("not a DICOM file (no DICM prefix, no SOP Class/Instance UID)")
     _check_complete(ds)
     _check_pixel_length(ds)
+    _match_encoding(ds)
     return ds, notes
+
+
+def _match_encoding(ds: Dataset) -> None:
+    """Record the encoding the elements were really read in (a file meta may claim explicit VR for
+    an implicit dataset), so that writing them in the file's transfer syntax converts them."""
+    first = ds.get_item(next(iter(ds.keys()))) if len(ds) else None
+    if isinstance(first, RawDataElement) and (first.is_implicit_VR, first.is_little_endian) != ds.original_encoding:
+        ds.set_original_encoding(first.is_implicit_VR, first.is_little_endian, ds.original_character_set)
 
 
 def _check_complete(ds: Dataset) -> None:

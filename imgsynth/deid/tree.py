@@ -304,6 +304,9 @@ def anonymize_tree(
 
         cfg = validate_config(DeidConfig, {**cfg.model_dump(mode="json"), **updates}, source="command line")
     _check_paths(roots, out, mapping_path, qdir)
+    if cfg.layout == "mirror":
+        log.warning("--layout mirror keeps input file and folder names in OUT_DIR: use it only for trees "
+                    "whose names identify no one")
     if isinstance(keyring, str | bytes):
         keyring = Keyring(keyring)
     keys = keyring or load_keyring(key_file=key_file, new_key=new_key, out_dir=out, inputs=tuple(roots))
@@ -370,8 +373,9 @@ def anonymize_tree(
     by_id = {it.input_id: it for it in items}
     for r in results:
         r.setdefault("path", by_id[r["input"]].path)
-    log.debug("de-identified %d of %d inputs (%d quarantined, %d resumed) into %s",
-             counts["done"], counts["inputs"], counts["quarantined"], resumed, out)
+    if counts["renamed"]:
+        log.warning("%d input(s) share an output name with different content (the same SOP Instance UID "
+                    "stored differently): written with a _N suffix, see the notes in audit.jsonl", counts["renamed"])
     return DeidSummary(out, counts, reasons, keys.fingerprint, results)
 
 
