@@ -35,8 +35,10 @@ from imgsynth.deid.phi import (
     Kind,
     Needle,
     NeedleIndex,
+    keeps_class_uid,
     row_kind,
     scrub,
+    values_of,
 )
 from imgsynth.deid.private import SafePrivate, parse_safe_tag, safe_index
 from imgsynth.deid.profile import (
@@ -110,17 +112,6 @@ class Outcome:
     warnings: list[str]
     uids: dict[str, str]  # original -> new (only kept for the mapping file)
     pseudonyms: dict[str, tuple[str, str]]  # kind -> (original, pseudonym)
-
-
-def values_of(value: object) -> list[str]:
-    """An element value as a list of strings (multi-valued values split)."""
-    if value is None:
-        return []
-    if isinstance(value, str | bytes):
-        return [value.decode("latin-1") if isinstance(value, bytes) else value]
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return [str(v) for v in value]
-    return [str(value)]
 
 
 _STRING_VRS = frozenset({*TEXT_VRS, "DA", "DT", "TM", "UI", "DS", "IS"})
@@ -297,7 +288,7 @@ class Deidentifier:
         if vr == "SQ":
             return "K"
         if vr == "UI":
-            retain = Option.RETAIN_UIDS in self.options or entry.keyword.endswith(("ClassUID", "TransferSyntaxUID"))
+            retain = Option.RETAIN_UIDS in self.options or keeps_class_uid(entry.keyword)
             return "K" if retain else "U?"
         if vr in TIME_VRS:
             return "K" if self.full_dates else "C" if self.modified_dates else "X"

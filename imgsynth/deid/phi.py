@@ -298,6 +298,24 @@ def standard_words() -> frozenset[str]:
     return frozenset(w for w in words if w.isalpha())
 
 
+def values_of(value: object) -> list[str]:
+    """An element value as a list of strings (multi-valued values split, names as text)."""
+    if value is None:
+        return []
+    if isinstance(value, bytes):
+        return [value.decode("latin-1")]
+    if isinstance(value, str | PersonName):
+        return [str(value)]
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def keeps_class_uid(keyword: str) -> bool:
+    """UIDs that name a class or an encoding (SOP class, transfer syntax), never an instance."""
+    return keyword.endswith(("ClassUID", "TransferSyntaxUID"))
+
+
 def _strings(value: object) -> Iterable[str]:
     if value is None:
         return ()
