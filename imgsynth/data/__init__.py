@@ -1,0 +1,1 @@
+"""Stage 2: DICOM series / NIfTI / MedMNIST -> dataset folders, and torch loaders over them."""
