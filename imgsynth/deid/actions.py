@@ -477,8 +477,10 @@ class Deidentifier:
         codes_ = [BASIC_PROFILE_CODE] + ([CLEAN_PIXEL_DATA_CODE] if pixels_cleaned else [])
         return codes_ + sorted(OPTION_CODES[o] for o in self.options)
 
-    @functools.cache  # noqa: B019  (built once per Deidentifier; the items are only ever written)
-    def _code_items(self, pixels_cleaned: bool) -> tuple[Dataset, ...]:
+    @functools.cache  # noqa: B019  (built once per Deidentifier; the elements are only ever written)
+    def _marks(self, pixels_cleaned: bool) -> tuple[DataElement, ...]:
+        """PatientIdentityRemoved, DeidentificationMethod (+ code sequence) and
+        LongitudinalTemporalInformationModified, the same for every file of a run."""
         items = []
         for code in self.method_codes(pixels_cleaned):
             item = Dataset()
@@ -486,14 +488,16 @@ class Deidentifier:
             item.CodingSchemeDesignator = "DCM"
             item.CodeMeaning = _CODE_MEANINGS[code]
             items.append(item)
-        return tuple(items)
+        dates = "UNMODIFIED" if self.full_dates else "MODIFIED" if self.modified_dates else "REMOVED"
+        return (
+            DataElement(0x00120062, "CS", "YES"),
+            DataElement(0x00120063, "LO", f"imgsynth {imgsynth.__version__} PS3.15 Annex E"[:64]),
+            DataElement(0x00120064, "SQ", Sequence(items)),
+            DataElement(0x00280303, "CS", dates),
+        )
 
     def _mark(self, ds: Dataset, pixels_cleaned: bool) -> None:
-        ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = f"imgsynth {imgsynth.__version__} PS3.15 Annex E"[:64]
-        ds.DeidentificationMethodCodeSequence = Sequence(self._code_items(pixels_cleaned))
-        ds.LongitudinalTemporalInformationModified = (
-            "UNMODIFIED" if self.full_dates else "MODIFIED" if self.modified_dates else "REMOVED"
-        )
+        for elem in self._marks(pixels_cleaned):
+            ds[elem.tag] = elem
         if pixels_cleaned and "BurnedInAnnotation" in ds:
             ds.BurnedInAnnotation = "NO"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pydicom
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
@@ -162,11 +162,10 @@ def transfer_syntax(ds: Dataset) -> UID:
 def prepare_file_meta(ds: Dataset, ts: UID) -> None:
     """Zero preamble and rebuilt file meta (MediaStorageSOPInstanceUID = SOPInstanceUID)."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = text_value(ds, 0x00080016)
-    meta.MediaStorageSOPInstanceUID = text_value(ds, 0x00080018)
-    meta.TransferSyntaxUID = ts
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    for tag, value in ((0x00020002, text_value(ds, 0x00080016)), (0x00020003, text_value(ds, 0x00080018)),
+                       (0x00020010, ts), (0x00020012, PYDICOM_IMPLEMENTATION_UID)):
+        meta[tag] = DataElement(tag, "UI", value)
+    meta[0x00020013] = DataElement(0x00020013, "SH", IMPLEMENTATION_VERSION)
     ds.file_meta = meta
     ds.preamble = b"\x00" * 128
 
