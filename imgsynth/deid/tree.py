@@ -319,6 +319,8 @@ def anonymize_tree(
     chash = config_hash(DeidConfig.model_validate({**identity, "workers": 1, "batch_size": 16}))
     out.mkdir(parents=True, exist_ok=True)
     previous = _previous_run(out, keys, chash, cfg)
+    for stale in out.rglob(".*.part"):  # temporary files of a run that was killed
+        stale.unlink(missing_ok=True)
 
     from imgsynth.deid.actions import Deidentifier
 
