@@ -78,6 +78,11 @@ class DeidSummary:
     def exit_code(self) -> int:
         return EXIT_PARTIAL if self.counts.get("quarantined", 0) else EXIT_OK
 
+    @property
+    def quarantined(self) -> list[tuple[str, str]]:
+        """(input path, reason) of the inputs of this call that were not de-identified."""
+        return [(r["path"], r["reason"]) for r in self.results if r["status"] == "quarantined"]
+
 
 # ---------------------------------------------------------------------------------------------
 # Workers

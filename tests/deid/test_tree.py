@@ -71,7 +71,7 @@ def test_counts_add_up_and_every_input_is_accounted_for(run: dict) -> None:
 
 
 def test_malformed_inputs_are_quarantined_with_their_reason(run: dict) -> None:
-    reasons = {Path(r["path"]).name: r.get("reason", "") for r in run["summary"].results if r["status"] == "quarantined"}
+    reasons = {Path(path).name: reason for path, reason in run["summary"].quarantined}
     assert reasons["empty.dcm"] == "empty file"
     assert reasons["cut.dcm"].startswith("truncated")
     assert reasons["notes.txt"].startswith("not a DICOM file")
