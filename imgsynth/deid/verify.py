@@ -25,6 +25,7 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
+from imgsynth.contracts import DEID_AUDIT, DEID_QUARANTINE, DEID_REPORT
 from imgsynth.deid.phi import (
     DATE_VRS,
     TEXT_VRS,
@@ -42,7 +43,7 @@ from imgsynth.errors import UsageError
 from imgsynth.utils.io import atomic_write_json
 
 _PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
-_RECORDS = ("audit.jsonl", "quarantine.jsonl", "report.json")
+_RECORDS = (DEID_AUDIT, DEID_QUARANTINE, DEID_REPORT)
 
 
 @dataclass(frozen=True)
