@@ -7,7 +7,6 @@ printed on one line (``--debug`` adds the traceback) and mapped to the exit code
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 import traceback
@@ -128,6 +127,8 @@ def _register_stages() -> None:
         "imgsynth.review.cli",
     ):
         importlib.import_module(module).register(app)
+    __import__("imgsynth.deid.cli", fromlist=["register"]).register(app)
+    __import__("imgsynth.review.cli", fromlist=["register"]).register(app)
 
 
 _register_stages()

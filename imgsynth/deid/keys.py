@@ -103,7 +103,7 @@ def load_keyring(
     inputs: tuple[Path, ...] = (),
     environ: dict[str, str] | None = None,
 ) -> Keyring:
-    """The key from ``key_file``, else ``$IMGSYNTH_DEID_KEY``, else a new key file ``new_key``.
+    """The key from ``key_file``, else a new key file ``new_key``, else ``$IMGSYNTH_DEID_KEY``.
 
     With none of the three the run is refused: pseudonyms made with a throw-away key could never be
     matched with those of a later batch. A new key file must lie outside ``out_dir`` and the inputs.

@@ -71,7 +71,7 @@ def test_counts_add_up_and_every_input_is_accounted_for(run: dict) -> None:
 
 
 def test_malformed_inputs_are_quarantined_with_their_reason(run: dict) -> None:
-    reasons = {Path(r["path"]).name: r.get("reason", "") for r in run["summary"].results if r["status"] == "quarantined"}
+    reasons = {Path(path).name: reason for path, reason in run["summary"].quarantined}
     assert reasons["empty.dcm"] == "empty file"
     assert reasons["cut.dcm"].startswith("truncated")
     assert reasons["notes.txt"].startswith("not a DICOM file")
@@ -169,7 +169,10 @@ def test_resume_after_a_crash(tmp_path: Path, keyring) -> None:  # noqa: ANN001
     lines = (tmp_path / "out" / "audit.jsonl").read_text().splitlines()
     (tmp_path / "out" / "audit.jsonl").write_text("\n".join(lines[:3]) + '\n{"input": "trunc')
     (tmp_path / "out" / "quarantine.jsonl").unlink()
+    stale = next((tmp_path / "out").rglob("*.dcm")).with_name(".x.dcm.123.part")
+    stale.write_bytes(b"half a file")  # killed while writing
     second = anonymize_tree(inp, tmp_path / "out", keyring=keyring)
+    assert not stale.exists()
     assert second.counts["resumed"] == sum(json.loads(x)["status"] == "done" for x in lines[:3])
     assert second.counts["done"] == first.counts["done"] and second.counts["written"] == 0
     assert len((tmp_path / "out" / "audit.jsonl").read_text().splitlines()) == len(names)
@@ -213,8 +216,9 @@ def test_two_workers_give_the_same_files(tmp_path: Path, keyring) -> None:  # no
     # Same names and same contents; which of two different files with one SOP Instance UID gets the
     # plain name and which the suffix depends on which worker finishes first.
     assert set(w1) == set(w2) and sorted(w1.values()) == sorted(w2.values())
-    assert sum(w1[k] == w2[k] for k in w1) >= len(w1) - 2 * one.counts["renamed"]
-    assert one.counts == two.counts
+    assert sum(w1[k] == w2[k] for k in w1) >= len(w1) - 2 * max(one.counts["renamed"], two.counts["renamed"])
+    order_free = ("inputs", "done", "quarantined", "written", "identical_not_rewritten")
+    assert {k: one.counts[k] for k in order_free} == {k: two.counts[k] for k in order_free}
 
 
 def test_mirror_layout_keeps_relative_paths(tmp_path: Path, keyring) -> None:  # noqa: ANN001
