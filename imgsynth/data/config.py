@@ -102,7 +102,9 @@ class SpatialOptions(ConfigBase):
     )
     crop_foreground: bool = False
     foreground_threshold: float | None = Field(
-        default=None, description="Foreground = values above this (physical units); default: above the volume minimum."
+        default=None,
+        description="crop_foreground keeps voxels above this, in model scale [-1, 1] (physical units when "
+        "intensity.kind is none); default -1 (anything above the background).",
     )
     margin: int = Field(default=0, ge=0, description="Voxels kept around the foreground box.")
     size: list[int] | None = Field(
@@ -167,7 +169,9 @@ class SliceOptions(ConfigBase):
         default=0.0, ge=0, le=1, description="Drop slices whose fraction of foreground pixels is below this."
     )
     foreground_threshold: float = Field(
-        default=-0.98, description="A pixel is foreground above this value in model scale [-1, 1]."
+        default=-0.98,
+        description="A pixel counts as foreground above this, in model scale [-1, 1] (with intensity.kind none: "
+        "spatial.foreground_threshold in physical units, else the volume minimum).",
     )
 
     @field_validator("axes")

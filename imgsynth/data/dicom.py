@@ -32,7 +32,7 @@ from imgsynth.data.geometry import (
     stack_geometry,
     stack_to_volume,
 )
-from imgsynth.data.volume import Volume
+from imgsynth.data.volume import Volume, short_message
 from imgsynth.errors import InputError
 
 # Objects without an image to learn from, by Modality.
@@ -134,12 +134,6 @@ def _floats(value: Any, n: int) -> list[float] | None:
     except (TypeError, ValueError):
         return None
     return out if len(out) == n and all(math.isfinite(v) for v in out) else None
-
-
-def _short(exc: BaseException, limit: int = 160) -> str:
-    """One line, at most ``limit`` characters, of an exception message."""
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 3].rsplit(" ", 1)[0] + "..."
 
 
 def _item(seq_parent: Any, seq: str) -> Any:
@@ -357,7 +351,7 @@ def read_pixels(frames: list[Frame]) -> np.ndarray:
             ds = pydicom.dcmread(path)
             pixels = ds.pixel_array
         except Exception as exc:
-            raise InputError(f"undecodable pixel data in {name}: {_short(exc)}") from None
+            raise InputError(f"undecodable pixel data in {name}: {short_message(exc)}") from None
         n_frames = int(_float(ds.get("NumberOfFrames"), 1) or 1)
         if n_frames > 1 and pixels.ndim == 2:
             pixels = pixels[None]

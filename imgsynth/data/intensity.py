@@ -62,7 +62,7 @@ def fixed_intensity(opts: IntensityOptions, kind: str, unit: str) -> Intensity:
 
 def fit_values(opts: IntensityOptions, kind: str, values: np.ndarray) -> tuple[float, float]:
     """(low, high) of ``values`` for a fitted kind; refuses a zero range."""
-    values = np.asarray(values, dtype=np.float64).ravel()
+    values = np.asarray(values).ravel(order="K")  # no copy for Fortran-ordered NIfTI data
     if kind == "percentile":
         low, high = (float(v) for v in np.percentile(values, list(opts.percentiles)))
     elif kind == "minmax":
@@ -83,7 +83,7 @@ def fitted_intensity(opts: IntensityOptions, kind: str, unit: str, low: float, h
 
 def voxel_sample(image: np.ndarray, seed: int, size: int = SAMPLE_PER_VOLUME) -> np.ndarray:
     """A seeded random sample of voxels (all of them when fewer), for dataset-wide fits."""
-    flat = image.ravel()
+    flat = image.ravel(order="K")
     if flat.size <= size:
         return flat.astype(np.float32)
     rng = np.random.default_rng(seed)

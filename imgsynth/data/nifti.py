@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from imgsynth.data.config import NiftiOptions
-from imgsynth.data.volume import Volume
+from imgsynth.data.volume import Volume, short_message
 from imgsynth.errors import InputError
 from imgsynth.utils.io import atomic_write_bytes
 
@@ -55,7 +55,7 @@ def read_array(path: str | Path, opts: NiftiOptions, *, kind: str = "image") -> 
         img = nib.load(str(path))
         shape = img.shape
     except Exception as exc:  # nibabel raises many types for broken files
-        reason = " ".join(str(exc).replace(str(path), Path(path).name).split())[:120]
+        reason = short_message(Exception(str(exc).replace(str(path), Path(path).name)), 120)
         raise InputError(f"unreadable NIfTI {kind} ({reason})") from None
     affine, _ = coded_affine(img, opts.prefer)
     try:
@@ -72,7 +72,7 @@ def read_array(path: str | Path, opts: NiftiOptions, *, kind: str = "image") -> 
     except InputError:
         raise
     except Exception as exc:
-        raise InputError(f"unreadable NIfTI voxel data ({' '.join(str(exc).split())[:120]})") from None
+        raise InputError(f"unreadable NIfTI voxel data ({short_message(exc, 120)})") from None
     return data, affine
 
 
@@ -102,7 +102,12 @@ def nifti_bytes(data: np.ndarray, affine: np.ndarray) -> bytes:
     img = nib.Nifti1Image(arr, np.asarray(affine, dtype=np.float64))
     img.header.set_xyzt_units("mm")
     img.set_sform(affine, code=1)
-    img.set_qform(affine, code=1)
+    cols = np.asarray(affine, dtype=np.float64)[:3, :3]
+    gram = cols.T @ cols
+    if np.allclose(gram - np.diag(np.diag(gram)), 0, atol=1e-6 * float(np.max(np.abs(gram)))):
+        img.set_qform(affine, code=1)
+    else:  # a sheared grid (gantry tilt kept as shear): the qform cannot hold it, only the sform
+        img.set_qform(None, code=0)
     return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
 
 

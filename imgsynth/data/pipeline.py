@@ -22,6 +22,7 @@ import shutil
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,18 @@ from imgsynth.data.intensity import (
     summarise,
     unit_of,
 )
-from imgsynth.data.process import WORK, preprocess_minibatch, stats_minibatch, work_dir
+from imgsynth.data.process import (
+    WORK,
+    load_dataset_intensity,
+    preprocess_minibatch,
+    remove_items,
+    stats_minibatch,
+    work_dir,
+)
 from imgsynth.data.sources import Unit, assign_pseudonyms, discover, is_template, join_labels, stable_order
 from imgsynth.data.splits import block_splits, subject_splits
 from imgsynth.errors import EXIT_OK, EXIT_PARTIAL, ConfigError, InputError, UsageError
-from imgsynth.provenance import package_versions
+from imgsynth.provenance import git_commit, package_versions
 from imgsynth.utils.io import atomic_write_json, atomic_write_text, is_within
 from imgsynth.utils.log import get_logger
 
@@ -117,7 +125,7 @@ def _check_out_dir(inputs: Sequence[str], out: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The API function
+# The API function, and its steps (plan -> [fit] -> mini-batches -> finish)
 # ---------------------------------------------------------------------------------------------
 def preprocess(
     inputs: Sequence[str | Path],
@@ -129,46 +137,110 @@ def preprocess(
 ) -> PreprocessResult:
     """Preprocess DICOM trees, NIfTI folders/files, ``nilearn:mni152`` or MedMNIST ``.npz`` files
     into one dataset folder at ``out_dir``. Skipped series are listed in ``out_dir/errors.jsonl``."""
+    from imgsynth.batch import run_minibatches
+
+    cfg = resolve_config(config, overrides)
+    specs = [str(s) for s in inputs]
+    out = Path(out_dir).expanduser()
+    npz = [s for s in specs if s.lower().endswith(".npz")]
+    if npz and len(npz) == len(specs):
+        _check_out_dir(specs, out)
+        return _preprocess_medmnist(npz, out, cfg)
+    done = _completed(out, config_hash(cfg), _inputs_hash(specs)) if specs else None
+    if done is not None:
+        log.info("output already complete for these inputs and config: %s", out)
+        return done
+    n_workers = workers or cfg.workers
+    records = plan_preprocess(specs, out, cfg, workers=n_workers)
+    config_data = cfg.model_dump(mode="json")
+
+    # Fit one intensity mapping over the whole dataset (intensity.scope: dataset).
+    if needs_dataset_fit(cfg, records) and not (work_dir(out) / "intensity.json").is_file():
+        entry = partial(stats_minibatch, out_dir=str(out), config=config_data)
+        run_minibatches(entry, records, workers=n_workers, batch_size=cfg.batch_size, description="intensity fit")
+        fit_intensity(out, cfg)
+
+    # Process every unit, then collect.
+    entry = partial(preprocess_minibatch, out_dir=str(out), config=config_data)
+    run_minibatches(entry, records, workers=n_workers, batch_size=cfg.batch_size, description="preprocessing")
+    return finish_preprocess(out, cfg)
+
+
+def plan_preprocess(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    config: PreprocessConfig | str | Path | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    workers: int | None = None,
+) -> list[dict[str, Any]]:
+    """Step 1: find the units of ``inputs``; returns their records (the mini-batch items) and keeps
+    the plan in ``OUT/.work/plan.json``. An unfinished plan for the same inputs and config is resumed."""
     cfg = resolve_config(config, overrides)
     specs = [str(s) for s in inputs]
     if not specs:
         raise UsageError("no input given")
     out = Path(out_dir).expanduser()
     _check_out_dir(specs, out)
-    npz = [s for s in specs if s.lower().endswith(".npz")]
-    if npz:
-        if len(npz) != len(specs):
-            raise UsageError("MedMNIST .npz inputs cannot be merged with DICOM/NIfTI inputs; preprocess them separately")
-        return _preprocess_medmnist(npz, out, cfg)
-    n_workers = workers or cfg.workers
-    key = (cfg.subject_key or os.environ.get("IMGSYNTH_SUBJECT_KEY") or secrets.token_hex(32)).encode()
+    if any(s.lower().endswith(".npz") for s in specs):
+        raise UsageError("MedMNIST .npz inputs cannot be merged with DICOM/NIfTI inputs; preprocess them separately")
     chash, ihash = config_hash(cfg), _inputs_hash(specs)
+    if _completed(out, chash, ihash) is not None:
+        raise UsageError(f"output folder {out} already holds the finished dataset of these inputs and config")
+    key = (cfg.subject_key or os.environ.get("IMGSYNTH_SUBJECT_KEY") or secrets.token_hex(32)).encode()
+    units = _plan(specs, out, cfg, key, chash, ihash, workers or cfg.workers)
+    return [u.to_json() for u in units]
 
-    done = _completed(out, chash, ihash)
-    if done is not None:
-        log.info("output already complete for these inputs and config: %s", out)
-        return done
-    units = _plan(specs, out, cfg, key, chash, ihash, n_workers)
-    records = [u.to_json() for u in units]
 
-    # Fit one intensity mapping over the dataset (scope: dataset).
-    dataset_intensity = _fit_dataset_intensity(units, records, out, cfg, n_workers)
+def needs_dataset_fit(cfg: PreprocessConfig, records: Sequence[dict[str, Any]]) -> bool:
+    """True when ``intensity.scope: dataset`` asks for a fit (run :func:`stats_minibatch` first)."""
+    if cfg.intensity.scope != "dataset":
+        return False
+    modality = next((r["fields"].get("modality", "") for r in records if r.get("error") is None), "")
+    return needs_fit(cfg.intensity, resolve_kind(cfg.intensity, modality))
 
-    # Process every unit.
-    from imgsynth.batch import run_minibatches
 
-    entry = partial(
-        preprocess_minibatch,
-        out_dir=str(out),
-        config=cfg.model_dump(mode="json"),
-        intensity=None if dataset_intensity is None else dataset_intensity.model_dump(mode="json"),
-    )
-    results = run_minibatches(entry, records, workers=n_workers, batch_size=cfg.batch_size, description="preprocessing")
-    return finish(out, cfg, units, results, dataset_intensity, chash=chash, ihash=ihash)
+def fit_intensity(out_dir: str | Path, config: PreprocessConfig | str | Path | None = None) -> Intensity | None:
+    """Step 2 (``intensity.scope: dataset`` only): one mapping from the voxel samples that
+    :func:`stats_minibatch` left in ``OUT/.work/stats``; saved for the mini-batches and finish."""
+    cfg = resolve_config(config)
+    out = Path(out_dir)
+    units = _read_plan(out)
+    samples = [np.load(p) for u in units if (p := work_dir(out) / "stats" / f"{u.uid}.npy").is_file()]
+    if not samples:
+        return None
+    modality = next((u.fields.get("modality", "") for u in units if u.error is None), "")
+    kind = resolve_kind(cfg.intensity, modality)
+    low, high = fit_values(cfg.intensity, kind, np.concatenate(samples))
+    intensity = fitted_intensity(cfg.intensity, kind, unit_of(cfg.intensity, modality), low, high, "dataset")
+    atomic_write_json(work_dir(out) / "intensity.json", intensity.model_dump(mode="json"))
+    return intensity
+
+
+def finish_preprocess(out_dir: str | Path, config: PreprocessConfig | str | Path | None = None) -> PreprocessResult:
+    """Step 4: collect the mini-batch results in ``OUT/.work`` into the dataset folder."""
+    cfg = resolve_config(config)
+    out = Path(out_dir)
+    plan = json.loads((work_dir(out) / "plan.json").read_text(encoding="utf-8"))
+    units = [Unit.from_json(u) for u in plan["units"]]
+    results = []
+    for unit in units:
+        path = work_dir(out) / "results" / f"{unit.uid}.json"
+        results.append(json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"uid": unit.uid, "error": "not processed"})
+    return finish(out, cfg, units, results, load_dataset_intensity(out), chash=plan["config_hash"], ihash=plan["inputs_hash"])
+
+
+def _read_plan(out: Path) -> list[Unit]:
+    plan_path = work_dir(out) / "plan.json"
+    if not plan_path.is_file():
+        raise UsageError(f"no plan in {out} (run plan_preprocess first)")
+    return [Unit.from_json(u) for u in json.loads(plan_path.read_text(encoding="utf-8"))["units"]]
 
 
 def _completed(out: Path, chash: str, ihash: str) -> PreprocessResult | None:
-    if not out.exists() or not any(out.iterdir()):
+    """The finished dataset of these inputs and config in ``out``; None when ``out`` is free (empty,
+    an unfinished run, or only the errors.jsonl of a run that found nothing usable)."""
+    if not out.exists() or {p.name for p in out.iterdir()} <= {ERRORS}:
         return None
     info_path = out / "dataset.json"
     if (work_dir(out) / "plan.json").is_file():
@@ -211,26 +283,6 @@ def _plan(
     return units
 
 
-def _fit_dataset_intensity(
-    units: list[Unit], records: list[dict[str, Any]], out: Path, cfg: PreprocessConfig, workers: int
-) -> Intensity | None:
-    if cfg.intensity.scope != "dataset":
-        return None
-    modality = next((u.fields.get("modality", "") for u in units if u.error is None), "")
-    kind = resolve_kind(cfg.intensity, modality)
-    if not needs_fit(cfg.intensity, kind):
-        return None
-    from imgsynth.batch import run_minibatches
-
-    entry = partial(stats_minibatch, out_dir=str(out), config=cfg.model_dump(mode="json"))
-    stats = run_minibatches(entry, records, workers=workers, batch_size=cfg.batch_size, description="intensity fit")
-    samples = [np.load(s["sample"]) for s in stats if "sample" in s]
-    if not samples:
-        return None
-    low, high = fit_values(cfg.intensity, kind, np.concatenate(samples))
-    return fitted_intensity(cfg.intensity, kind, unit_of(cfg.intensity, modality), low, high, "dataset")
-
-
 # ---------------------------------------------------------------------------------------------
 # Finish: conditions, splits, manifest, dataset.json, errors.jsonl
 # ---------------------------------------------------------------------------------------------
@@ -258,7 +310,7 @@ def finish(
             values = {s.name: series_value(s, unit.fields) for s in series_specs}
         except MissingValue as exc:
             errors.append({"input": unit.label, "reason": str(exc)})
-            _delete_items(out, result["items"])
+            remove_items(out, result["items"])
             continue
         kept.append((unit, result, values))
 
@@ -288,7 +340,7 @@ def finish(
     else:
         assigned = block_splits([(f"{rank[uid]:08d}/{line}", k) for uid, line, k, _ in lines], cfg.split)
         dropped = [lines[n][3] for n, s in assigned.items() if s is None]
-        _delete_items(out, dropped)
+        remove_items(out, dropped)
         keep = []
         for n, row in enumerate(rows):
             if assigned[n] is not None:
@@ -306,12 +358,6 @@ def finish(
     dataset = write_dataset(out, info, rows)
     shutil.rmtree(work_dir(out), ignore_errors=True)
     return PreprocessResult(out, dataset, errors)
-
-
-def _delete_items(out: Path, items: list[dict[str, Any]]) -> None:
-    for item in items:
-        for rel in [item["path"], *item.get("masks", {}).values()]:
-            (out / rel).unlink(missing_ok=True)
 
 
 def _write_errors(out: Path, errors: list[dict[str, str]]) -> None:
@@ -377,13 +423,14 @@ def _dataset_info(
         "config_hash": chash,
         "inputs_hash": ihash,
         "versions": package_versions(),
+        "git_commit": git_commit(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    orientation = cfg.spatial.orientation if cfg.output != "nifti" or cfg.spatial.orientation else None
     return DatasetInfo(
         spatial_dims=cfg.spatial_dims,
         shape=shape,
         spacing=spacing,
-        orientation=orientation,
+        orientation=cfg.spatial.orientation,
         intensity=intensity,
         conditions=conditions,
         source=source,
@@ -396,8 +443,9 @@ def _dataset_info(
 def _preprocess_medmnist(npz: list[str], out: Path, cfg: PreprocessConfig) -> PreprocessResult:
     from imgsynth.data.medmnist import import_medmnist_many
 
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and not {p.name for p in out.iterdir()} <= {ERRORS, "items"}:
         raise UsageError(f"output folder {out} is not empty; choose an empty folder")
+    shutil.rmtree(out / "items", ignore_errors=True)  # an interrupted import: start again
     dataset, errors = import_medmnist_many(
         [Path(p) for p in npz], out, size=cfg.medmnist.size, max_per_split=cfg.medmnist.max_per_split, dtype=cfg.dtype
     )

@@ -30,7 +30,7 @@ from imgsynth.data.intensity import (
 from imgsynth.data.nifti import load_nifti, save_nifti
 from imgsynth.data.sources import Unit, load_template
 from imgsynth.data.transforms import FOV, apply_chain
-from imgsynth.data.volume import Volume, check_volume
+from imgsynth.data.volume import Volume, check_volume, short_message
 from imgsynth.errors import ImgsynthError, InputError
 from imgsynth.utils.io import atomic_write_json
 
@@ -48,10 +48,10 @@ def mask_channels(cfg: PreprocessConfig) -> list[str]:
 def load_unit(unit: Unit, cfg: PreprocessConfig) -> Volume:
     """The unit's volume in physical units (masks on the same grid), checked."""
     if unit.kind == "dicom":
-        group = SeriesGroup(frames_from_json(unit.frames), {"Modality": unit.fields.get("modality", "")})
-        vol = load_series(group, cfg.dicom)
         if cfg.masks:
             raise InputError("mask conditions need NIfTI or template inputs (DICOM series carry no aligned maps)")
+        group = SeriesGroup(frames_from_json(unit.frames), {"Modality": unit.fields.get("modality", "")})
+        vol = load_series(group, cfg.dicom)
     elif unit.kind == "nifti":
         vol = load_nifti(unit.path, cfg.nifti, unit.masks)
     else:
@@ -170,7 +170,8 @@ def _grid_spacing(affine: np.ndarray, cfg: PreprocessConfig) -> list[list[float]
     return [[size[rows_cols[p][0]], size[rows_cols[p][1]]] for p in cfg.slices.axes]
 
 
-def _remove(out_dir: Path, items: list[dict[str, Any]]) -> None:
+def remove_items(out_dir: Path, items: list[dict[str, Any]]) -> None:
+    """Delete the files of items (image and masks) that will not be in the dataset."""
     for item in items:
         for rel in [item["path"], *item.get("masks", {}).values()]:
             (out_dir / rel).unlink(missing_ok=True)
@@ -195,11 +196,11 @@ def process_unit(
         if not items:
             raise InputError("no slice passed the slice range / empty-slice filter")
     except ImgsynthError as exc:
-        _remove(out_dir, items)
+        remove_items(out_dir, items)
         return {**result, "error": str(exc)}
     except Exception as exc:  # keep the batch going; the reason names the failure
-        _remove(out_dir, items)
-        return {**result, "error": f"internal error {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"}
+        remove_items(out_dir, items)
+        return {**result, "error": f"internal error {type(exc).__name__}: {short_message(exc, 200)}"}
     return {
         **result,
         "items": items,
@@ -210,13 +211,23 @@ def process_unit(
     }
 
 
+def load_dataset_intensity(out_dir: str | Path) -> Intensity | None:
+    """The dataset-wide mapping fitted by ``fit_intensity`` (``intensity.scope: dataset``), if any."""
+    path = work_dir(out_dir) / "intensity.json"
+    return Intensity.model_validate(json.loads(path.read_text(encoding="utf-8"))) if path.is_file() else None
+
+
 def preprocess_minibatch(
-    units: list[dict[str, Any]], out_dir: str, config: dict[str, Any], intensity: dict[str, Any] | None = None
+    units: list[dict[str, Any]], out_dir: str, config: dict[str, Any] | PreprocessConfig
 ) -> list[dict[str, Any]]:
-    """Mini-batch entry: unit records (from ``OUT/.work/plan.json``) -> result records, resumably."""
-    cfg = PreprocessConfig.model_validate(config)
+    """Mini-batch entry: unit records (from ``plan_preprocess``) -> result records, resumably.
+
+    Never raises for a bad unit: its result carries ``error``. Results are also saved under
+    ``OUT/.work/results`` for ``finish_preprocess`` (and so finished units are not redone).
+    """
+    cfg = config if isinstance(config, PreprocessConfig) else PreprocessConfig.model_validate(config)
     out = Path(out_dir)
-    dataset_intensity = Intensity.model_validate(intensity) if intensity else None
+    dataset_intensity = load_dataset_intensity(out)
     results = []
     for record in units:
         unit = Unit.from_json(record)
@@ -230,9 +241,12 @@ def preprocess_minibatch(
     return results
 
 
-def stats_minibatch(units: list[dict[str, Any]], out_dir: str, config: dict[str, Any]) -> list[dict[str, Any]]:
-    """First pass of a dataset-wide intensity fit: a seeded voxel sample of every unit."""
-    cfg = PreprocessConfig.model_validate(config)
+def stats_minibatch(
+    units: list[dict[str, Any]], out_dir: str, config: dict[str, Any] | PreprocessConfig
+) -> list[dict[str, Any]]:
+    """Mini-batch entry of the first pass of a dataset-wide intensity fit (``intensity.scope:
+    dataset``): a seeded voxel sample of every unit, saved under ``OUT/.work/stats``."""
+    cfg = config if isinstance(config, PreprocessConfig) else PreprocessConfig.model_validate(config)
     out = []
     for record in units:
         unit = Unit.from_json(record)

@@ -145,7 +145,7 @@ def discover(inputs: list[str], cfg: PreprocessConfig, *, workers: int = 1) -> t
             label = f"{where} (series {series_no or '?'}{', ' + group.part if group.part else ''}, {len(group.files)} file(s))"
             keys = {k: group.fields.get(k, "") for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "AccessionNumber")}
             keys["subject"] = keys["PatientID"] or keys["StudyInstanceUID"] or keys["SeriesInstanceUID"]
-            keys["series"] = f"{keys['SeriesInstanceUID']}|{group.part}|{group.frames[0].path if not keys['SeriesInstanceUID'] and group.frames else ''}"
+            keys["series"] = f"{keys['SeriesInstanceUID'] or first}|{group.part}"
             uid = _hash("dicom", *sorted((f.path, f.index) for f in group.frames), group.part, *group.skipped_files)
             units.append(
                 Unit(uid=uid, kind="dicom", label=label, keys=keys, fields=dicom_fields(group.fields, cfg.conditions),
@@ -170,10 +170,9 @@ def _nifti_unit(path: Path, base: Path, cfg: PreprocessConfig) -> Unit:
     ext = path.name[len(stem) :]
     for spec in cfg.masks.values():
         for channel in spec.channels:
-            candidate = path.parent / f"{stem}{channel}{ext}"
-            alt = [p for p in (candidate, path.parent / f"{stem}{channel}.nii.gz", path.parent / f"{stem}{channel}.nii") if p.exists()]
-            if alt:
-                masks[channel] = str(alt[0])
+            found = [p for e in (ext, ".nii.gz", ".nii") if (p := path.parent / f"{stem}{channel}{e}").exists()]
+            if found:
+                masks[channel] = str(found[0])
             elif error is None:
                 error = f"no mask file for channel '{channel}' (expected {stem}{channel}{ext} beside the image)"
     return Unit(
@@ -234,7 +233,8 @@ def assign_pseudonyms(units: list[Unit], key: bytes) -> None:
 # ---------------------------------------------------------------------------------------------
 def load_template(spec: str, channels: list[str]) -> Volume:
     """The nilearn MNI152 T1 template (values 0..1) and the requested maps among ``gm``, ``wm`` and
-    ``brain``: files inside the nilearn package, resampled by nilearn; nothing is downloaded."""
+    ``brain``: files inside the nilearn package (resampled by nilearn when resolution is not 1);
+    nothing is downloaded."""
     import numpy as np
     from nilearn import datasets
 

@@ -20,9 +20,11 @@ class Volume:
     masks: dict[str, np.ndarray] = field(default_factory=dict)  # channel name -> [X, Y, Z]
     notes: list[str] = field(default_factory=list)  # geometry corrections applied on loading
 
-    @property
-    def spacing(self) -> list[float]:
-        return [float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0)]
+
+def short_message(exc: BaseException, limit: int = 160) -> str:
+    """One line of at most ``limit`` characters from an exception, for errors.jsonl."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3].rsplit(" ", 1)[0] + "..."
 
 
 def check_volume(vol: Volume) -> None:

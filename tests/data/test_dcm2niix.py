@@ -48,6 +48,22 @@ def test_real_ct_series_matches_dcm2niix(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "name",
+    ["MR_small.dcm", "CT_small.dcm", "dicomdirtests/98892003/MR700/4467", "dicomdirtests/98892003/MR700/4528",
+     "dicomdirtests/98892003/MR1/4919", "MR_small_jp2klossless.dcm"],
+)
+def test_real_single_images_match_dcm2niix(tmp_path: Path, name: str) -> None:
+    """Real CT and MR images of pydicom's corpus (axial, sagittal, oblique; one compressed), one
+    slice each: the slice thickness gives the third axis, as in dcm2niix."""
+    src = DICOMDIR_TESTS / name.split("/", 1)[1] if name.startswith("dicomdirtests/") else Path(pydicom.data.get_testdata_file(name))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(src, folder / "x.dcm")
+    (nii,) = dcm2niix(folder, tmp_path / "ref")
+    assert_same_volume(one(folder, min_slices=1), nii)
+
+
+@pytest.mark.parametrize(
     ("source", "angles", "order"),
     [("CT_small.dcm", (30, 20, 0), "reversed"), ("MR_small.dcm", (-50, 65, 10), "shuffled"), ("CT_small.dcm", (0, 0, 0), "forward")],
 )

@@ -79,6 +79,15 @@ def test_tilted_series_shear_is_exact_and_correction_is_orthogonal(tmp_path: Pat
     np.testing.assert_array_equal(sheared.image, syn.volume)
     np.testing.assert_allclose(sheared.affine, syn.affine, atol=1e-6)
     assert "sheared" in sheared.notes[0]
+    import gzip
+
+    import nibabel as nib
+
+    from imgsynth.data.nifti import nifti_bytes
+
+    written = nib.Nifti1Image.from_bytes(gzip.decompress(nifti_bytes(sheared.image, sheared.affine)))
+    np.testing.assert_allclose(written.affine, syn.affine, atol=1e-4)  # sform keeps the shear
+    assert int(written.header["qform_code"]) == 0 and int(written.header["sform_code"]) == 1
 
     corrected = one(tmp_path, tilt="correct")
     cols = corrected.affine[:3, :3]
@@ -248,3 +257,20 @@ def test_plane_slice_follows_radiological_display() -> None:
     assert cor.shape == (7, 5) and cor[0, 2] == 3 and cor[3, 0] == 1
     sag = plane_slice(vol, "sagittal", 2)[0]
     assert sag.shape == (7, 6) and sag[0, 2] == 3 and sag[3, 0] == 2  # superior top, anterior left
+
+
+def test_classic_multiframe_with_grid_frame_offsets(tmp_path: Path) -> None:
+    """A classic multi-frame grid (pydicom's rtdose.dcm, relabelled as an image) placed by its
+    GridFrameOffsetVector along the normal."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("rtdose.dcm"))
+    frames = ds.pixel_array.astype(np.float32)  # [15, 10, 10]
+    ds.Modality = "PT"
+    ds.save_as(tmp_path / "grid.dcm")
+    vol = one(tmp_path)
+    np.testing.assert_array_equal(vol.image, np.transpose(frames, (2, 1, 0)))
+    expected = np.diag([-10.0, -10.0, 5.0, 1.0])
+    expected[:3, 3] = [-189.43125, -199.43125, -761.87]
+    np.testing.assert_allclose(vol.affine, expected, atol=1e-6)

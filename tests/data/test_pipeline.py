@@ -7,6 +7,7 @@ import csv
 import gzip
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -366,21 +367,39 @@ def test_interrupted_run_resumes_without_redoing_units(tmp_path: Path, monkeypat
     assert len(calls) == 1 and len(result.dataset.rows) == 3 and not (out / ".work").exists()
 
 
-def test_minibatch_entry_reports_bad_units_inline(tmp_path: Path) -> None:
-    from imgsynth.data.config import PreprocessConfig
-    from imgsynth.data.process import preprocess_minibatch
-    from imgsynth.data.sources import assign_pseudonyms, discover
+def test_step_by_step_as_a_parallel_job_runs_it(tmp_path: Path) -> None:
+    """plan -> stats mini-batches -> fit -> mini-batches (any chunking, any order) -> finish."""
+    from imgsynth.data.pipeline import finish_preprocess, fit_intensity, needs_dataset_fit, plan_preprocess
+    from imgsynth.data.process import preprocess_minibatch, stats_minibatch
 
-    write_series(tmp_path / "in" / "ok", n=3)
-    write_series(tmp_path / "in" / "one", n=1)
-    cfg = PreprocessConfig()
-    units, _ = discover([str(tmp_path / "in")], cfg)
-    assign_pseudonyms(units, b"k")
-    results = preprocess_minibatch([u.to_json() for u in units], str(tmp_path / "out"), cfg.model_dump(mode="json"))
-    assert len(results) == 2
-    assert sorted("error" in r for r in results) == [False, True]
-    ok = next(r for r in results if "items" in r)
-    assert (tmp_path / "out" / ok["items"][0]["path"]).is_file()
+    for n in range(3):
+        write_series(tmp_path / "in" / f"ok{n}", source="MR_small.dcm", n=3, offset=5 * n)
+    write_series(tmp_path / "in" / "one", source="MR_small.dcm", n=1)
+    out = tmp_path / "out"
+    cfg = ["intensity.scope=dataset"]
+    records = plan_preprocess([tmp_path / "in"], out, overrides=cfg)
+    from imgsynth.data.pipeline import resolve_config
+
+    config = resolve_config(None, cfg).model_dump(mode="json")
+    assert len(records) == 4 and needs_dataset_fit(resolve_config(None, cfg), records)
+    for chunk in (records[2:], records[:2]):
+        stats_minibatch(chunk, str(out), config)
+    fitted = fit_intensity(out, resolve_config(None, cfg))
+    assert fitted is not None and fitted.params["scope"] == "dataset"
+    results = preprocess_minibatch(records[::-1], str(out), config)
+    assert sorted("error" in r for r in results) == [False, False, False, True]
+    assert "fewer than dicom.min_slices" in next(r["error"] for r in results if "error" in r)
+    result = finish_preprocess(out, resolve_config(None, cfg))
+    assert len(result.dataset.rows) == 3 and result.exit_code == 3
+    assert result.dataset.info.intensity.model_dump() == fitted.model_dump()
+
+
+def test_dry_run_lists_units_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_series(tmp_path / "in" / "a", n=3)
+    write_series(tmp_path / "in" / "b", n=1)
+    assert main(["preprocess", str(tmp_path / "in"), str(tmp_path / "out"), "--dry-run", "-c", "preprocess_ct"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("kind: preprocess") and "# 2 unit(s), 2 usable" in text and not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -425,3 +444,52 @@ def test_medmnist_inputs_merge_and_bad_npz_is_listed(shared_data: Path, tmp_path
     assert ds.info.shape == [1, 32, 32] and ds.info.splits == {"train": 6, "val": 6, "test": 6}
     assert {r["id"].rsplit("-", 2)[0] for r in ds.rows} == {"pneumoniamnist", "pneumoniamnist-2"}
     assert "not a readable .npz" in errors_of(out)[0]["reason"]
+
+
+def test_builtin_preprocess_configs_validate_and_api_is_importable() -> None:
+    from imgsynth.config import builtin_config_names, load_config
+    from imgsynth.data import preprocess as api
+    from imgsynth.data import preprocess_minibatch
+    from imgsynth.data.config import PreprocessConfig
+
+    names = [n for n in builtin_config_names() if n.startswith("preprocess_")]
+    assert {"preprocess_native", "preprocess_ct", "preprocess_mr", "preprocess_medmnist", "preprocess_mni152_slices"} <= set(names)
+    for name in names:
+        assert isinstance(load_config(name, expect_kind="preprocess"), PreprocessConfig)
+    assert api is preprocess and callable(preprocess_minibatch)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["conditions=[{name: p, source: plane}]"], "needs spatial_dims: 2"),
+        (["conditions=[{name: d, source: 'csv:dx'}]"], "no labels_csv is set"),
+        (["masks={m: {channels: [_m]}}"], "no condition uses them"),
+        (["conditions=[{name: m, source: 'mask:x'}]"], "not defined under 'masks'"),
+        (["output=nifti", "intensity.kind=percentile"], "output 'nifti' keeps physical units"),
+        (["split.by=block"], "needs spatial_dims: 2"),
+        (["intensity.kind=percentile", "intensity.low=0", "intensity.high=1"], "do not apply to kind 'percentile'"),
+        (["split.train=0.5"], "must sum to 1"),
+        (["conditions=[{name: a, source: age, type: categorical}]"], "is continuous, not categorical"),
+        (["conditions=[{name: a, source: weight}]"], "unknown condition source 'weight'"),
+        (["nifti.subject_pattern=sub-(["], "not a valid regular expression"),
+        (["spatial.orientation=RRS"], "not three axis codes"),
+        (["slices.axes=[axial, axial]"], "repeat a plane"),
+    ],
+)
+def test_config_errors_name_the_field_and_the_fix(overrides: list[str], message: str) -> None:
+    from imgsynth.data.pipeline import resolve_config
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        resolve_config(None, overrides)
+
+
+def test_medmnist_3d_keeps_its_size_and_labels(shared_data: Path, tmp_path: Path) -> None:
+    npz = shared_data / "volumes" / "adrenalmnist3d_64.npz"
+    ds = preprocess([npz], tmp_path / "out", overrides=["medmnist.max_per_split=2"]).dataset
+    raw = np.load(npz)
+    assert ds.info.spatial_dims == 3 and ds.info.shape == [1, 64, 64, 64]
+    assert ds.info.condition("label").categories == ["normal", "mass"]
+    first = next(r for r in ds.rows if r["split"] == "test")
+    np.testing.assert_allclose(ds.info.intensity.to_physical(ds.load(first)[0]), raw["test_images"][0], atol=1e-3)
+    assert first["label"] == ["normal", "mass"][int(raw["test_labels"][0, 0])]
