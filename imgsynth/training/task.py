@@ -156,7 +156,10 @@ class Task(ABC):
 
     @abstractmethod
     def loss(self, nets: Mapping[str, nn.Module], batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
-        """Scalar loss of ``ctx.phase`` on one micro-batch (mean over its items) and numbers to log."""
+        """Scalar loss of ``ctx.phase`` on one micro-batch (mean over its items) and numbers to log
+        (floats or detached 0-d tensors; tensors are read only when a record is written, so
+        logging costs no GPU synchronisation per step). A ``loss`` entry of the first phase
+        becomes the record's ``loss``."""
 
     def ema_targets(self) -> list[str]:
         """Networks that get an EMA copy (used for previews, validation and generation)."""
@@ -187,6 +190,11 @@ class Task(ABC):
 
     def metadata(self) -> dict[str, str]:
         """Strings stored in the header of ``weights/<stage>[-ema].safetensors``."""
+        return {}
+
+    def model_info(self) -> dict[str, Any]:
+        """Entries written to the run's ``model.json`` when the stage starts (e.g. the latent scale
+        factor); keys that are not ``ModelInfo`` fields go to its ``extra``."""
         return {}
 
 
