@@ -1,6 +1,6 @@
 """StyleGAN2 on the shared training loop vs a bare hand-written loop: step time and peak memory by resolution.
 
-    python scripts/bench_stylegan2.py                         # 32, 64, 128, 256 px; ~2-3 minutes on 2 CPU cores
+    python scripts/bench_stylegan2.py                     # CPU: 32, 64, 128 px, ~3 minutes on 2 cores; GPU: 32-512 px
     python scripts/bench_stylegan2.py --resolutions 32 64 128 256 512 --batch 16 --channel-max 64
 
 Both sides train the same networks with the same losses (``StyleGAN2Task.loss``: all four phases,
@@ -204,7 +204,8 @@ def run_bare(dataset: Dataset, args: argparse.Namespace, device: torch.device) -
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--resolutions", type=int, nargs="+", default=[32, 64, 128, 256])
+    p.add_argument("--resolutions", type=int, nargs="+",
+                   default=[32, 64, 128, 256, 512] if torch.cuda.is_available() else [32, 64, 128])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--channel-base", type=int, default=1024)
     p.add_argument("--channel-max", type=int, default=32)

@@ -307,11 +307,11 @@ class Generator(nn.Module):
     @torch.no_grad()
     def sample(self, c: torch.Tensor | None, *, seeds: Sequence[int], truncation_psi: float = 1.0,
                truncation_cutoff: int | None = None, class_truncation: bool = True, w_avg_samples: int = 2048,
-               noise_mode: str = "const") -> torch.Tensor:
+               w_avg: torch.Tensor | None = None, noise_mode: str = "const") -> torch.Tensor:
         """Images [B, C, R, R] in model scale for one latent per seed (``z`` drawn from that seed alone).
 
-        With ``truncation_psi < 1`` the centre is the per-condition average (``class_truncation``)
-        or the tracked global average.
+        With ``truncation_psi < 1`` the centre is ``w_avg`` ([B, w_dim]) when given, else the
+        per-condition average (``class_truncation``), else the tracked global average.
         """
         device = self.mapping.w_avg.device
         z = torch.stack([torch.randn(self.z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
@@ -319,8 +319,7 @@ class Generator(nn.Module):
         if c is None:
             c = torch.zeros(len(seeds), self.c_dim, device=device)
         c = c.to(device)
-        w_avg = None
-        if truncation_psi != 1 and class_truncation and self.c_dim > 0:
+        if w_avg is None and truncation_psi != 1 and class_truncation and self.c_dim > 0:
             w_avg = self.condition_w_avg(c, num_samples=w_avg_samples)
         return self(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, w_avg=w_avg,
                     noise_mode=noise_mode)

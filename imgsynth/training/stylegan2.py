@@ -362,6 +362,7 @@ class StyleGAN2Generator:
         self.G.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
         self.G.to(self.device).eval().requires_grad_(False)
         self.checkpoint = {"path": str(path.relative_to(run.root)), "sha256": sha256_file(path)}
+        self._centre_cache: dict[tuple[float, ...], torch.Tensor] = {}
 
     @torch.no_grad()
     def sample(self, cond: Mapping[str, torch.Tensor], seeds: Sequence[int], *, sampler: str | None = None,
@@ -376,12 +377,24 @@ class StyleGAN2Generator:
         if not 0.0 <= psi <= 2.0:
             raise UsageError(f"--truncation {psi} is outside [0, 2] (1 = none, 0.5-0.8 typical)")
         c = self.layout.encode({k: v.to(self.device) for k, v in cond.items()}, batch=len(seeds), device=self.device)
+        w_avg = self._centres(c) if psi != 1 and self.sampling.class_truncation and self.G.c_dim > 0 else None
         images = self.G.sample(c, seeds=seeds, truncation_psi=psi, truncation_cutoff=self.sampling.truncation_cutoff,
-                               class_truncation=self.sampling.class_truncation,
-                               w_avg_samples=self.sampling.w_avg_samples, noise_mode=self.sampling.noise_mode)
+                               class_truncation=False, w_avg=w_avg, noise_mode=self.sampling.noise_mode)
         images = images.float().clamp(-1.0, 1.0)
         assert tuple(images.shape) == (len(seeds), *self.info.shape), images.shape
         return images
+
+
+    def _centres(self, c: torch.Tensor) -> torch.Tensor:
+        """Per-condition truncation centres [B, w_dim], each distinct condition computed once per generator."""
+        keys = [tuple(row) for row in c.cpu().tolist()]
+        missing = sorted(set(keys) - set(self._centre_cache))
+        if missing:
+            rows = torch.tensor(missing, dtype=c.dtype, device=c.device)
+            for key, centre in zip(missing, self.G.condition_w_avg(rows, num_samples=self.sampling.w_avg_samples),
+                                   strict=True):
+                self._centre_cache[key] = centre
+        return torch.stack([self._centre_cache[k] for k in keys])
 
 
 def load_generator(run: RunFolder, device: torch.device) -> StyleGAN2Generator:
