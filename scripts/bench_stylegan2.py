@@ -222,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--warmup and --steps must be multiples of 16 (so R1's lazy phase falls alike on both sides)")
     logging.getLogger("imgsynth").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
-    import imgsynth.training.run  # noqa: F401  (import everything first: both sides start from the same memory)
     import imgsynth.training.loop  # noqa: F401
+    import imgsynth.training.run  # noqa: F401  (import everything first: both sides start from the same memory)
     device = torch.device(args.device)
     source = "PneumoniaMNIST (MedMNIST v2, CC BY 4.0), resized" if PNEUMONIA.is_file() else "random images"
     print(f"StyleGAN2 step time and peak memory: shared loop vs bare loop ({device}, {args.threads} thread(s), "
