@@ -18,7 +18,7 @@ one value per continuous covariate (already scaled to [-1, 1] by the data loader
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -260,18 +260,13 @@ class Generator(nn.Module):
                 truncation_cutoff: int | None = None, w_avg: torch.Tensor | None = None,
                 noise_mode: str = "random", noise: torch.Tensor | None = None,
                 mix_z: torch.Tensor | None = None, mix_cutoff: torch.Tensor | None = None,
-                update_w_avg: bool | Callable[[torch.Tensor], torch.Tensor] = False, return_ws: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                return_ws: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``z`` [B, z_dim], ``c`` [B, c_dim] -> image [B, C, R, R] (and ``ws`` with ``return_ws``).
 
         Style mixing: layers ``>= mix_cutoff[b]`` of image b take their ``w`` from ``mix_z[b]``
-        (``mix_cutoff[b] = num_ws`` leaves image b unmixed). ``update_w_avg`` moves the tracked
-        average towards this batch's mean ``w``, passed first through it when it is a function (e.g. a
-        mean over processes, so that every process tracks the same average).
+        (``mix_cutoff[b] = num_ws`` leaves image b unmixed).
         """
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, w_avg=w_avg)
-        if update_w_avg:
-            w_mean = ws[:, 0].detach().float().mean(dim=0)
-            self.mapping.track_w_avg(update_w_avg(w_mean) if callable(update_w_avg) else w_mean)
         if mix_z is not None:
             assert mix_cutoff is not None and mix_cutoff.shape == (z.shape[0],)
             ws_mix = self.mapping(mix_z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,

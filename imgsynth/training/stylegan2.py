@@ -111,6 +111,10 @@ class StyleGAN2Task(Task):
         self.r1_gamma = loss.r1_gamma if loss.r1_gamma is not None else 0.0002 * self.resolution**2 / stage.batch
         self.augment, self.ada = build_augment(model.augment)
         self.pl_mean = torch.zeros([])
+        # Running statistics gathered over a step's micro-batches, folded in by end_step with the
+        # mean over processes, so that 1 or N processes (and any accumulation) track the same values.
+        self._stats: dict[str, list[torch.Tensor]] = {"w": [], "pl": []}
+        self._mapping: nn.Module | None = None
 
     # -- structure -----------------------------------------------------------------------------
     def phases(self) -> list[Phase]:
@@ -132,6 +136,7 @@ class StyleGAN2Task(Task):
             betas = (st.betas[0] ** ratio, st.betas[1] ** ratio)
             out[name] = torch.optim.Adam(nets[name].parameters(), lr=lr * ratio, betas=betas, eps=1e-8,
                                          weight_decay=st.weight_decay)
+        self._mapping = nets["G"].mapping  # the trained G's, whose average w end_step tracks
         return out
 
     def ema_targets(self) -> list[str]:
@@ -171,7 +176,8 @@ class StyleGAN2Task(Task):
         c = self.layout.encode(batch["cond"], batch=len(real), device=real.device)
         phase = ctx.phase
         if phase.name == "G_main":
-            fake = self._generate(G, c, ctx, "G_main", update_w_avg=ctx.reduce_mean)  # same average w everywhere
+            fake, ws = self._generate(G, c, ctx, "G_main", return_ws=True)
+            self._stats["w"].append(ws[:, 0].detach().float())  # never mixed nor truncated
             logits = self._discriminate(D, fake, c, ctx, "G_main:augment")
             loss = g_nonsaturating_loss(logits).mean()
             return loss, {"loss": loss.item(), "fake_score": logits.mean().item()}
@@ -182,8 +188,8 @@ class StyleGAN2Task(Task):
                 y, _ = keyed_draws(ctx, "G_reg:pl_noise", fake[0].numel(), 0)
                 y = y[:n].reshape(fake.shape) / math.sqrt(fake.shape[2] * fake.shape[3])
                 lengths = path_lengths(fake, ws, y)
-                self.pl_mean.copy_(self.pl_mean.lerp(ctx.reduce_mean(lengths.detach().mean()), self.cfg.loss.pl_decay))
-                penalty = (lengths - self.pl_mean).square()
+                self._stats["pl"].append(lengths.detach())
+                penalty = (lengths - self.pl_mean).square()  # a: the running mean up to the previous step
                 # fake * 0 keeps every weight in the graph (DDP expects a gradient for each).
                 loss = (fake[:, 0, 0, 0] * 0 + penalty * self.cfg.loss.pl_weight).mean() * phase.interval
             return loss, {"loss": loss.item(), "pl_length": lengths.mean().item(), "pl_mean": self.pl_mean.item()}
@@ -209,6 +215,14 @@ class StyleGAN2Task(Task):
     # -- per-step hooks, previews, state ------------------------------------------------------
     def end_step(self, ctx: StepContext) -> dict[str, float]:
         logs: dict[str, float] = {}
+        # Fold this step's statistics into the running averages (means over all processes' items).
+        w, pl = self._stats["w"], self._stats["pl"]
+        if w and self._mapping is not None:
+            self._mapping.track_w_avg(ctx.reduce_mean(torch.cat(w).mean(dim=0)))
+        if pl:
+            mean = ctx.reduce_mean(torch.cat(pl).mean())
+            self.pl_mean.copy_(self.pl_mean.lerp(mean, self.cfg.loss.pl_decay))
+        self._stats = {"w": [], "pl": []}
         if self.ada is not None and (ctx.step + 1) % self.cfg.augment.interval == 0:
             rt = self.ada.update()
             if rt is not None:
