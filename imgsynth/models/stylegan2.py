@@ -18,13 +18,15 @@ one value per continuous covariate (already scaled to [-1, 1] by the data loader
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imgsynth.contracts import Condition
+from imgsynth.models.conditioning import FieldSpec
 from imgsynth.models.stylegan2_ops import (
     EqualConv2d,
     EqualLinear,
@@ -46,43 +48,41 @@ NOISE_MODES = ("random", "const", "none")
 class ConditionLayout:
     """How named conditions map to the flat condition vector ``c`` [B, c_dim].
 
-    ``fields`` lists ``(name, type, width)``: a categorical condition takes ``width`` = number of
-    categories (one-hot), a continuous covariate takes 1. Mask conditions are not supported by
-    StyleGAN2 (no spatial conditioning path).
+    ``fields`` are the conditioning fields (:class:`~imgsynth.models.conditioning.FieldSpec`, as
+    the LDM describes them): a categorical field takes ``size`` = number of categories (one-hot),
+    a continuous covariate takes 1. Mask fields are not supported by StyleGAN2 (no spatial
+    conditioning path).
     """
 
-    fields: tuple[tuple[str, str, int], ...] = ()
+    fields: tuple[FieldSpec, ...] = ()
 
     @classmethod
-    def from_conditions(cls, conditions: Sequence[object]) -> ConditionLayout:
-        """From ``imgsynth.contracts.Condition`` objects (name, type, categories)."""
-        fields = []
-        for cond in conditions:
-            kind = cond.type  # type: ignore[attr-defined]
-            if kind == "mask":
-                raise ValueError(f"condition '{cond.name}' is a mask; StyleGAN2 takes categorical or continuous conditions")  # type: ignore[attr-defined]
-            width = len(cond.categories or []) if kind == "categorical" else 1  # type: ignore[attr-defined]
-            fields.append((str(cond.name), str(kind), int(width)))  # type: ignore[attr-defined]
-        return cls(tuple(fields))
+    def from_conditions(cls, conditions: Sequence[Condition]) -> ConditionLayout:
+        """From the dataset's :class:`~imgsynth.contracts.Condition` entries."""
+        fields = tuple(FieldSpec.from_condition(cond) for cond in conditions)
+        for f in fields:
+            if f.type == "mask":
+                raise ValueError(f"condition '{f.name}' is a mask; StyleGAN2 takes categorical or continuous conditions")
+        return cls(fields)
 
     @property
     def c_dim(self) -> int:
-        return sum(width for _, _, width in self.fields)
+        return sum(f.size for f in self.fields)
 
     @property
     def names(self) -> list[str]:
-        return [name for name, _, _ in self.fields]
+        return [f.name for f in self.fields]
 
     def encode(self, cond: Mapping[str, torch.Tensor], batch: int | None = None,
                device: torch.device | None = None) -> torch.Tensor:
         """``{name: class index (long) or value in [-1, 1] (float)}`` -> ``c`` [B, c_dim] (float)."""
         parts = []
-        for name, kind, width in self.fields:
-            if name not in cond:
-                raise KeyError(f"condition '{name}' missing from the batch (has: {', '.join(cond) or 'none'})")
-            value = torch.as_tensor(cond[name], device=device).reshape(-1)
-            if kind == "categorical":
-                parts.append(F.one_hot(value.long(), width).float())
+        for f in self.fields:
+            if f.name not in cond:
+                raise KeyError(f"condition '{f.name}' missing from the batch (has: {', '.join(cond) or 'none'})")
+            value = torch.as_tensor(cond[f.name], device=device).reshape(-1)
+            if f.type == "categorical":
+                parts.append(F.one_hot(value.long(), f.size).float())
             else:
                 parts.append(value.float()[:, None])
         if not parts:
@@ -260,18 +260,13 @@ class Generator(nn.Module):
                 truncation_cutoff: int | None = None, w_avg: torch.Tensor | None = None,
                 noise_mode: str = "random", noise: torch.Tensor | None = None,
                 mix_z: torch.Tensor | None = None, mix_cutoff: torch.Tensor | None = None,
-                update_w_avg: bool | Callable[[torch.Tensor], torch.Tensor] = False, return_ws: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                return_ws: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``z`` [B, z_dim], ``c`` [B, c_dim] -> image [B, C, R, R] (and ``ws`` with ``return_ws``).
 
         Style mixing: layers ``>= mix_cutoff[b]`` of image b take their ``w`` from ``mix_z[b]``
-        (``mix_cutoff[b] = num_ws`` leaves image b unmixed). ``update_w_avg`` moves the tracked
-        average towards this batch's mean ``w``, passed first through it when it is a function (e.g. a
-        mean over processes, so that every process tracks the same average).
+        (``mix_cutoff[b] = num_ws`` leaves image b unmixed).
         """
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, w_avg=w_avg)
-        if update_w_avg:
-            w_mean = ws[:, 0].detach().float().mean(dim=0)
-            self.mapping.track_w_avg(update_w_avg(w_mean) if callable(update_w_avg) else w_mean)
         if mix_z is not None:
             assert mix_cutoff is not None and mix_cutoff.shape == (z.shape[0],)
             ws_mix = self.mapping(mix_z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
@@ -307,11 +302,11 @@ class Generator(nn.Module):
     @torch.no_grad()
     def sample(self, c: torch.Tensor | None, *, seeds: Sequence[int], truncation_psi: float = 1.0,
                truncation_cutoff: int | None = None, class_truncation: bool = True, w_avg_samples: int = 2048,
-               noise_mode: str = "const") -> torch.Tensor:
+               w_avg: torch.Tensor | None = None, noise_mode: str = "const") -> torch.Tensor:
         """Images [B, C, R, R] in model scale for one latent per seed (``z`` drawn from that seed alone).
 
-        With ``truncation_psi < 1`` the centre is the per-condition average (``class_truncation``)
-        or the tracked global average.
+        With ``truncation_psi < 1`` the centre is ``w_avg`` ([B, w_dim]) when given, else the
+        per-condition average (``class_truncation``), else the tracked global average.
         """
         device = self.mapping.w_avg.device
         z = torch.stack([torch.randn(self.z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
@@ -319,8 +314,7 @@ class Generator(nn.Module):
         if c is None:
             c = torch.zeros(len(seeds), self.c_dim, device=device)
         c = c.to(device)
-        w_avg = None
-        if truncation_psi != 1 and class_truncation and self.c_dim > 0:
+        if w_avg is None and truncation_psi != 1 and class_truncation and self.c_dim > 0:
             w_avg = self.condition_w_avg(c, num_samples=w_avg_samples)
         return self(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, w_avg=w_avg,
                     noise_mode=noise_mode)
