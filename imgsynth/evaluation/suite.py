@@ -377,6 +377,7 @@ def _evaluate(real: Path, synthetic: Path, out_dir: Path, cfg: EvaluateConfig, r
     warnings.extend(ctx.notes)
     primary = None
     for ext in extractors:
+        log.info("extracting %s features", ext.name)
         feats = {name: ext.extract(getattr(inputs, name).images) for name in ("synthetic", "real_train", "real_test")}
         _distances(ext, feats, inputs, cfg, out, warnings)
         wanted = cfg.features.primary or "domain"
@@ -388,6 +389,7 @@ def _evaluate(real: Path, synthetic: Path, out_dir: Path, cfg: EvaluateConfig, r
     if cfg.diversity.enabled:
         from imgsynth.evaluation.diversity import pairwise_ms_ssim
 
+        log.info("diversity (pairwise MS-SSIM)")
         t = time.monotonic()
         d_syn = pairwise_ms_ssim(inputs.synthetic.images, settings, pairs=cfg.diversity.pairs, seed=cfg.seed, bootstrap=cfg.report.bootstrap)
         d_real = pairwise_ms_ssim(inputs.real_test.images, settings, pairs=d_syn.pairs, seed=cfg.seed, bootstrap=cfg.report.bootstrap)
@@ -400,6 +402,7 @@ def _evaluate(real: Path, synthetic: Path, out_dir: Path, cfg: EvaluateConfig, r
 
     # Memorization.
     if cfg.memorization.enabled:
+        log.info("memorization: nearest training neighbours of %d synthetic items", len(inputs.synthetic))
         t = time.monotonic()
         extra["memorization"] = _memorization(inputs, primary, cfg, settings, out, visuals)
         timings["memorization"] = round(time.monotonic() - t, 2)
@@ -420,6 +423,7 @@ def _evaluate(real: Path, synthetic: Path, out_dir: Path, cfg: EvaluateConfig, r
 
     # Downstream classifiers.
     if cfg.downstream.enabled:
+        log.info("downstream classifiers (budget %.0f s)", cfg.downstream.time_budget_s)
         t = time.monotonic()
         extra["downstream"] = _downstream(inputs, cfg, device, out, warnings)
         timings["downstream"] = round(time.monotonic() - t, 2)

@@ -42,7 +42,8 @@ def tiny_run(chest: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
     net = AutoencoderKL(spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 8), latent_channels=2, num_res_blocks=1,
                         attention_levels=(False, False), norm_num_groups=4, with_encoder_nonlocal_attn=False,
                         with_decoder_nonlocal_attn=False)
-    save_file(net.state_dict(), str(run.weights_path("autoencoder", ema=True)))
+    # Keys prefixed with the stage's module name, as the training loop saves them.
+    save_file({f"autoencoder.{k}": v for k, v in net.state_dict().items()}, str(run.weights_path("autoencoder", ema=True)))
     return root
 
 
