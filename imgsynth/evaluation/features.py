@@ -312,7 +312,7 @@ class DomainExtractor(FeatureExtractor):
             "weights": self.path.name,
             "weights_sha256": self.sha256,
             "trained_on": self.meta.get("trained_on", {}),
-            "preprocessing": f"(x - {arch.offset:g}) / {arch.scale:g}",
+            "preprocessing": f"(x - {arch.offset:g}) / {arch.scale:g}; pooled features standardised with real-train mean/std",
             "resize": "none (native size)",
         }
 
