@@ -129,8 +129,8 @@ def bench_whole(n_synthetic: int, threads: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         (real, syn), t_data = _timed(make_datasets, Path(tmp), n_synthetic)
         overrides = [f"threads={threads}", f"features.domain.cache_dir={tmp}/cache", "features.domain.width=16",
-                     "features.domain.steps=200", "features.domain.batch_size=64", "downstream.network=resnet_small",
-                     "downstream.seeds=1", "downstream.epochs=2", "downstream.time_budget_s=45", "distance.bootstrap=10"]
+                     "features.domain.steps=100", "features.domain.batch_size=64", "downstream.network=resnet_small",
+                     "downstream.seeds=1", "downstream.epochs=2", "downstream.time_budget_s=40", "distance.bootstrap=10"]
         res, t = _timed(evaluate, real, syn, Path(tmp) / "evaluation", "evaluate", overrides=overrides)
         counts = res.report.inputs["counts"]
         print(f"whole evaluation: {counts['synthetic']} synthetic vs {counts['real_train']} real train + "
@@ -148,15 +148,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--synthetic", type=int, default=10000)
     parser.add_argument("--features", type=int, default=10000)
-    parser.add_argument("--skip-whole", action="store_true")
+    parser.add_argument("--parts", default="extract,distances,whole", help="comma-separated subset of extract,distances,whole")
     args = parser.parse_args()
     if not NPZ.is_file():
         sys.exit(f"PneumoniaMNIST not found at {NPZ} (the ../shared/data folder beside the checkout)")
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads")
-    bench_extraction()
-    bench_distances(args.features)
-    if not args.skip_whole:
+    parts = set(args.parts.split(","))
+    if "extract" in parts:
+        bench_extraction()
+    if "distances" in parts:
+        bench_distances(args.features)
+    if "whole" in parts:
         bench_whole(args.synthetic, args.threads)
 
 

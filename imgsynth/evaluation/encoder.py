@@ -71,13 +71,21 @@ class DomainEncoder(nn.Module):
         self.head = nn.Linear(ch, arch.n_classes) if arch.n_classes else nn.Sequential(
             nn.Linear(ch, ch), nn.SiLU(), nn.Linear(ch, 128)
         )
+        # Per-feature mean and std over the real train split, set after training and saved with the
+        # weights: reported features are standardised, so distances read in the same units everywhere.
+        self.register_buffer("feat_mean", torch.zeros(ch))
+        self.register_buffer("feat_std", torch.ones(ch))
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.arch.offset) / self.arch.scale
         return self.body(x).flatten(2).mean(-1)  # [B, F]
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardised pooled features ``[B, F]`` (what FD_domain and friends are computed on)."""
+        return (self.pooled(x) - self.feat_mean) / self.feat_std
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.head(self.pooled(x))
 
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -173,6 +181,11 @@ def train_encoder(
             log.warning("domain encoder training stopped by its time budget after %d of %d steps", steps, cfg.steps)
             break
     net.eval()
+    # Standardise the features with their real-train statistics.
+    with torch.no_grad():
+        pooled = torch.cat([net.pooled(data[i : i + 256].to(device)) for i in range(0, len(data), 256)])
+        net.feat_mean.copy_(pooled.mean(0))
+        net.feat_std.copy_(pooled.std(0).clamp_min(1e-6))
     info = {"steps_done": steps, "final_loss": float(np.mean(losses[-20:])), "seconds": round(time.monotonic() - start, 2)}
     return net, info
 

@@ -28,7 +28,7 @@ import torch
 from imgsynth.errors import ConfigError, DependencyError
 from imgsynth.evaluation.config import EvaluateConfig
 from imgsynth.evaluation.sets import Inputs
-from imgsynth.utils.io import sha256_file
+from imgsynth.utils.io import atomic_path, sha256_file
 from imgsynth.utils.log import get_logger
 
 log = get_logger("evaluation")
@@ -312,7 +312,7 @@ class DomainExtractor(FeatureExtractor):
             "weights": self.path.name,
             "weights_sha256": self.sha256,
             "trained_on": self.meta.get("trained_on", {}),
-            "preprocessing": f"(x - {arch.offset:g}) / {arch.scale:g}",
+            "preprocessing": f"(x - {arch.offset:g}) / {arch.scale:g}; pooled features standardised with real-train mean/std",
             "resize": "none (native size)",
         }
 
@@ -394,6 +394,6 @@ def _domain(ctx: ExtractorContext, required: bool) -> FeatureExtractor | None:
     sha = sha256_file(path)
     local = ctx.out_dir / "domain-encoder.safetensors"
     if path.resolve() != local.resolve():
-        ctx.out_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, local)
+        with atomic_path(local) as tmp:
+            shutil.copyfile(path, tmp)
     return DomainExtractor(net, local, sha, meta, ctx)

@@ -75,7 +75,7 @@ def _candidates(
     out = []
     for start in range(0, q.shape[0], chunk):
         qb = q[start : start + chunk]
-        best = torch.full((qb.shape[0], t.shape[0]), float("inf"))
+        best = torch.full((qb.shape[0], t.shape[0]), float("inf"), device=q.device)
         for flip in flips:
             qp = pool(_flip(qb, flip), factor) if factor > 1 else _flip(qb, flip)
             for shift in shifts:
@@ -87,11 +87,13 @@ def _candidates(
 
 
 def nearest_train(
-    queries: np.ndarray, train: np.ndarray, cfg: MemorizationSection, settings: SSIMSettings, chunk: int = 128
+    queries: np.ndarray, train: np.ndarray, cfg: MemorizationSection, settings: SSIMSettings, chunk: int = 128,
+    device: torch.device | None = None,
 ) -> Neighbours:
     """Nearest training image of every query under flips and shifts (see the module docstring)."""
-    q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
-    t = torch.from_numpy(np.ascontiguousarray(train, dtype=np.float32))
+    device = device or torch.device("cpu")
+    q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)).to(device)
+    t = torch.from_numpy(np.ascontiguousarray(train, dtype=np.float32)).to(device)
     dims = q.ndim - 2
     margin = min(cfg.max_shift, max(0, min(q.shape[2:]) // 4))
     transforms = [(f, s) for f, s in _transforms(dims, cfg) if max(map(abs, s), default=0) <= margin]
@@ -99,9 +101,9 @@ def nearest_train(
     cand = _candidates(q, t, flips, cfg)  # [Nq, K]
     zero = (0,) * dims
     t_crop = _crop(t, zero, margin).flatten(1)  # [Nt, P]
-    best_d = torch.full((q.shape[0],), float("inf"))
-    best_j = torch.zeros(q.shape[0], dtype=torch.long)
-    best_t = torch.zeros(q.shape[0], dtype=torch.long)
+    best_d = torch.full((q.shape[0],), float("inf"), device=device)
+    best_j = torch.zeros(q.shape[0], dtype=torch.long, device=device)
+    best_t = torch.zeros(q.shape[0], dtype=torch.long, device=device)
     for start in range(0, q.shape[0], chunk):
         qb = q[start : start + chunk]
         cb = t_crop[cand[start : start + chunk]]  # [B, K, P]
@@ -110,17 +112,17 @@ def nearest_train(
             d = ((cb - qs[:, None]) ** 2).mean(-1).sqrt()  # [B, K]
             dmin, arg = d.min(1)
             better = dmin < best_d[start : start + chunk]
-            idx = torch.arange(start, start + len(qb))[better]
+            idx = torch.arange(start, start + len(qb), device=device)[better]
             best_d[idx] = dmin[better]
             best_j[idx] = cand[start : start + chunk][better, arg[better]]
             best_t[idx] = ti
     # SSIM of each query (best alignment) with its neighbour, over the same central region.
-    aligned = torch.stack([_crop(_flip(q[i : i + 1], transforms[int(best_t[i])][0]), transforms[int(best_t[i])][1], margin)[0]
-                           for i in range(q.shape[0])])
+    chosen = best_t.cpu().tolist()
+    aligned = torch.stack([_crop(_flip(q[i : i + 1], transforms[c][0]), transforms[c][1], margin)[0] for i, c in enumerate(chosen)])
     refs = _crop(t[best_j], zero, margin)
     sim = np.concatenate([ssim(aligned[s : s + 512], refs[s : s + 512], settings) for s in range(0, len(aligned), 512)])
-    names = [f"{transforms[int(i)][0]}, shift {transforms[int(i)][1]}" for i in best_t]
-    return Neighbours(best_j.numpy(), best_d.double().numpy(), sim, names)
+    names = [f"{transforms[c][0]}, shift {transforms[c][1]}" for c in chosen]
+    return Neighbours(best_j.cpu().numpy(), best_d.double().cpu().numpy(), sim, names)
 
 
 def nearest_features(queries: np.ndarray, train: np.ndarray, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,8 @@
 
 The autoencoder is rebuilt from the run folder alone: ``config.yaml`` (its ``model.autoencoder``
 section), ``model.json`` (spatial dims), ``dataset.json`` (channels) and
-``weights/autoencoder-ema.safetensors`` (or ``autoencoder.safetensors`` when no EMA copy exists).
+``weights/autoencoder-ema.safetensors`` (or ``autoencoder.safetensors`` when no EMA copy exists;
+keys may carry an ``autoencoder.`` prefix).
 :func:`load_autoencoder` is the one place that knows this layout: it builds MONAI's
 ``AutoencoderKL`` (the network the latent diffusion family trains) and decodes the latent mean.
 """
@@ -62,7 +63,10 @@ def load_autoencoder(run_dir: str | Path, *, ema: bool = True, device: torch.dev
         raise ContractError("autoencoder weights missing (expected autoencoder-ema.safetensors)", path=run.weights_dir)
     try:
         net = AutoencoderKL(spatial_dims=info.spatial_dims, in_channels=channels, out_channels=channels, **kwargs)
-        net.load_state_dict(load_file(str(weights)), strict=True)
+        state = load_file(str(weights))
+        if any(k.startswith("autoencoder.") for k in state):  # stage files may prefix the module name
+            state = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith("autoencoder.")}
+        net.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError, TypeError) as exc:
         raise ContractError(f"autoencoder weights do not match config.yaml ({str(exc).splitlines()[0]})", path=weights) from None
     device = device or torch.device("cpu")

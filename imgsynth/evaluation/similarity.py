@@ -71,7 +71,7 @@ def ssim(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, settings: S
         x, y, spatial_dims=dims, kernel_size=(k,) * dims, kernel_sigma=(settings.sigma,) * dims,
         data_range=settings.data_range, k1=settings.k1, k2=settings.k2,
     )
-    return value.reshape(value.shape[0], -1).mean(1).double().numpy()
+    return value.reshape(value.shape[0], -1).mean(1).double().cpu().numpy()
 
 
 def ms_ssim_scales(spatial: tuple[int, ...], settings: SSIMSettings) -> tuple[int, str]:
@@ -109,7 +109,7 @@ def ms_ssim(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, settings
         if scale < scales - 1:
             x, y = pool(x, 2), pool(y, 2)
     stacked = torch.stack(terms)  # [scales, B]
-    return torch.prod(stacked ** weights[:, None], dim=0).numpy(), note
+    return torch.prod(stacked ** weights.to(stacked.device)[:, None], dim=0).cpu().numpy(), note
 
 
 def psnr(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, data_range: float) -> np.ndarray:
@@ -118,7 +118,7 @@ def psnr(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, data_range:
     _check(x, y)
     mse = ((x - y) ** 2).reshape(x.shape[0], -1).mean(1)
     floor = data_range**2 * 10 ** (-PSNR_MAX_DB / 10)
-    return (10.0 * torch.log10(data_range**2 / mse.clamp_min(floor))).numpy()
+    return (10.0 * torch.log10(data_range**2 / mse.clamp_min(floor))).cpu().numpy()
 
 
 def mean_ci(values: np.ndarray, *, rounds: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float] | None:

@@ -194,7 +194,8 @@ def _distances(ext: FeatureExtractor, feats: dict[str, dict[str, np.ndarray]], i
 # Memorization
 # =============================================================================================
 def _memorization(inputs: Inputs, primary: tuple[FeatureExtractor, dict[str, dict[str, np.ndarray]]] | None,
-                  cfg: EvaluateConfig, settings: SSIMSettings, out: _Collector, visuals: Visuals) -> dict[str, Any]:
+                  cfg: EvaluateConfig, settings: SSIMSettings, out: _Collector, visuals: Visuals,
+                  device: torch.device) -> dict[str, Any]:
     from imgsynth.evaluation.privacy import flag_copies, nearest_features, nearest_train, split_half_floor
 
     mcfg = cfg.memorization
@@ -204,8 +205,8 @@ def _memorization(inputs: Inputs, primary: tuple[FeatureExtractor, dict[str, dic
         ref_idx = np.sort(np.random.default_rng(cfg.seed).choice(len(train), mcfg.max_train, replace=False))
     ref = train.images[ref_idx]
     t0 = time.monotonic()
-    syn_nn = nearest_train(inputs.synthetic.images, ref, mcfg, settings)
-    held_nn = nearest_train(inputs.real_test.images, ref, mcfg, settings)
+    syn_nn = nearest_train(inputs.synthetic.images, ref, mcfg, settings, device=device)
+    held_nn = nearest_train(inputs.real_test.images, ref, mcfg, settings, device=device)
     tau = float(np.percentile(held_nn.distance, mcfg.percentile))
     flags = flag_copies(syn_nn.distance, syn_nn.ssim, tau, mcfg.ssim_threshold)
     floor = split_half_floor(held_nn.distance, held_nn.ssim, mcfg, cfg.seed)
@@ -377,6 +378,7 @@ def _evaluate(real: Path, synthetic: Path, out_dir: Path, cfg: EvaluateConfig, r
     warnings.extend(ctx.notes)
     primary = None
     for ext in extractors:
+        log.info("extracting %s features", ext.name)
         feats = {name: ext.extract(getattr(inputs, name).images) for name in ("synthetic", "real_train", "real_test")}
         _distances(ext, feats, inputs, cfg, out, warnings)
         wanted = cfg.features.primary or "domain"
@@ -388,6 +390,7 @@ def _evaluate(real: Path, synthetic: Path, out_dir: Path, cfg: EvaluateConfig, r
     if cfg.diversity.enabled:
         from imgsynth.evaluation.diversity import pairwise_ms_ssim
 
+        log.info("diversity (pairwise MS-SSIM)")
         t = time.monotonic()
         d_syn = pairwise_ms_ssim(inputs.synthetic.images, settings, pairs=cfg.diversity.pairs, seed=cfg.seed, bootstrap=cfg.report.bootstrap)
         d_real = pairwise_ms_ssim(inputs.real_test.images, settings, pairs=d_syn.pairs, seed=cfg.seed, bootstrap=cfg.report.bootstrap)
@@ -400,8 +403,9 @@ def _evaluate(real: Path, synthetic: Path, out_dir: Path, cfg: EvaluateConfig, r
 
     # Memorization.
     if cfg.memorization.enabled:
+        log.info("memorization: nearest training neighbours of %d synthetic items", len(inputs.synthetic))
         t = time.monotonic()
-        extra["memorization"] = _memorization(inputs, primary, cfg, settings, out, visuals)
+        extra["memorization"] = _memorization(inputs, primary, cfg, settings, out, visuals, device)
         timings["memorization"] = round(time.monotonic() - t, 2)
 
     # Physical validators.
@@ -420,6 +424,7 @@ def _evaluate(real: Path, synthetic: Path, out_dir: Path, cfg: EvaluateConfig, r
 
     # Downstream classifiers.
     if cfg.downstream.enabled:
+        log.info("downstream classifiers (budget %.0f s)", cfg.downstream.time_budget_s)
         t = time.monotonic()
         extra["downstream"] = _downstream(inputs, cfg, device, out, warnings)
         timings["downstream"] = round(time.monotonic() - t, 2)

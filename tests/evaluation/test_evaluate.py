@@ -42,7 +42,8 @@ def tiny_run(chest: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
     net = AutoencoderKL(spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 8), latent_channels=2, num_res_blocks=1,
                         attention_levels=(False, False), norm_num_groups=4, with_encoder_nonlocal_attn=False,
                         with_decoder_nonlocal_attn=False)
-    save_file(net.state_dict(), str(run.weights_path("autoencoder", ema=True)))
+    # Keys prefixed with the stage's module name, as the training loop saves them.
+    save_file({f"autoencoder.{k}": v for k, v in net.state_dict().items()}, str(run.weights_path("autoencoder", ema=True)))
     return root
 
 
@@ -115,11 +116,13 @@ def test_3d_evaluation_with_a_missing_test_split(adrenal: Dataset, tmp_path: Pat
     real = write_dataset(tmp_path / "real", adrenal.info, real_rows)
     syn = write_synthetic(tmp_path / "syn", adrenal, list(stack(adrenal, "test")[:10]),
                           [r["label"] for r in adrenal.split("test")[:10]])
+    (syn.root / syn.rows[9]["path"]).write_bytes(b"not an array")  # one unreadable item: listed, skipped, exit 3
     overrides = [*TINY, f"features.domain.cache_dir={tmp_path / 'cache'}", "features.domain.batch_size=8",
                  "memorization.max_shift=1", "downstream.max_train=8"]
     res = evaluate(real.root, syn.root, tmp_path / "out", "evaluate_quick", overrides=overrides)
     m = res.report.metrics
-    assert res.exit_code == 0 and (tmp_path / "out" / "report.html").is_file()
+    assert res.exit_code == 3 and (tmp_path / "out" / "report.html").is_file()
+    assert [x["id"] for x in res.report.extra["skipped"]] == ["sample-0009"] and res.report.inputs["counts"]["synthetic"] == 9
     assert any("no 'test' split" in w and "'val' split" in w for w in res.report.warnings)
     assert m["FD_domain"].recipe["heldout_split"] == "val" and m["FD_domain"].value is not None
     assert "3D CNN" in m["FD_domain"].recipe["extractor"]

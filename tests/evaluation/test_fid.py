@@ -55,6 +55,7 @@ def test_fd_of_a_set_with_itself_is_zero_and_singular_covariances_are_finite() -
     assert mu.dtype == np.float64 and sigma.shape == (64, 64)
 
 
+@pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance` will save")
 def test_fd_and_kid_agree_with_torchmetrics_on_the_same_features() -> None:
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
