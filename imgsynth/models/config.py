@@ -101,13 +101,13 @@ class ConditioningConfig(ConfigBase):
     per field, plus a learned "no condition" vector for classifier-free guidance) and either
     added to the timestep embedding (``add``), given as cross-attention tokens
     (``cross_attention``), or both. Masks are resized to the latent grid and concatenated to the
-    UNet input (``concat``) or fed through a ControlNet trained in a third stage.
+    UNet input (``mask_mode: concat``).
     """
 
     mode: Literal["add", "cross_attention", "both"] = "add"
     embed_dim: int = Field(64, ge=1)
     dropout: float = Field(0.1, ge=0, le=1)  # probability of dropping all conditions of an item
-    mask_mode: Literal["concat", "controlnet"] = "concat"
+    mask_mode: Literal["concat"] = "concat"
     guidance: float = Field(3.0, ge=0)  # default guidance scale for generate
 
 
@@ -132,7 +132,7 @@ class AutoencoderLossConfig(ConfigBase):
 
 
 class LDMConfig(ConfigBase):
-    """Latent diffusion: stage ``autoencoder``, then ``diffusion`` (then ``controlnet`` for masks)."""
+    """Latent diffusion: stage ``autoencoder``, then stage ``diffusion``."""
 
     family: Literal["ldm"] = "ldm"
     spatial_dims: Literal[2, 3] = 2
@@ -145,8 +145,7 @@ class LDMConfig(ConfigBase):
     latent_scale_items: int = Field(256, ge=1)  # training items encoded to estimate the latent std
 
     def stage_names(self) -> list[str]:
-        names = ["autoencoder", "diffusion"]
-        return [*names, "controlnet"] if self.conditioning.mask_mode == "controlnet" else names
+        return ["autoencoder", "diffusion"]
 
     @model_validator(mode="after")
     def _check(self) -> LDMConfig:

@@ -14,6 +14,7 @@ generation reads it from.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,7 +23,7 @@ from torch import nn
 
 from imgsynth.contracts import DatasetInfo, RunFolder
 from imgsynth.data.loading import item_dataset
-from imgsynth.errors import ConfigError, ContractError
+from imgsynth.errors import ConfigError, ContractError, DependencyError
 from imgsynth.models.autoencoder import (
     AdversarialLoss,
     KLAutoencoder,
@@ -328,8 +329,11 @@ def check(config: TrainConfig, info: DatasetInfo) -> None:
                     f"'data.conditions[{i}]'='{name}' is not a condition of the dataset "
                     f"(dataset.json has: {', '.join(info.condition_names) or 'none'})"
                 )
-    if info.channels < 1:
-        raise ConfigError("dataset shape has no channel axis")
+    weights = cfg.losses.perceptual_weights
+    if cfg.losses.perceptual_weight > 0 and weights and not Path(weights).expanduser().is_file():
+        raise DependencyError(
+            f"'model.losses.perceptual_weights'={weights} is not a file (VGG-16 weights are never downloaded)"
+        )
 
 
 def load_generator(run: RunFolder, device: torch.device) -> LDMGenerator:

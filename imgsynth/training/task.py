@@ -134,6 +134,12 @@ class Task(ABC):
     to the loop beside the task; the loop moves them to the device, wraps them for DDP and hands
     them back to :meth:`loss` as a mapping ``name -> module`` (see :class:`Phase` for which are
     wrapped). Trainable weights stay fp32; the loop runs :meth:`loss` under autocast.
+
+    DDP only sees ``forward``: a network whose parts are called separately (StyleGAN2's mapping
+    and synthesis networks) is registered as separate networks (``G_mapping``, ``G_synthesis``),
+    trained by one optimizer over both and listed together in ``Phase.trains``. Every parameter
+    of a trained network must take part in each of its forward passes (use ``torch.where``
+    rather than indexing to drop conditions).
     """
 
     #: stage name, e.g. "autoencoder", "diffusion", "stylegan2"; used for weights/<stage>.safetensors

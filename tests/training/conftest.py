@@ -41,8 +41,9 @@ def tiny_config(*overrides: str, steps: int = 4, batch: int = 8, spatial_dims: i
 
 
 def write_tiny_dataset(root: Path, *, n_train: int = 24, n_val: int = 8, size: int = 16, spatial_dims: int = 2,
-                       seed: int = 0) -> Dataset:
-    """Blobs whose position follows the label and whose brightness follows ``age``."""
+                       seed: int = 0, with_mask: bool = False) -> Dataset:
+    """Blobs whose position follows the label and whose brightness follows ``age`` (and whose
+    support is the mask condition ``seg`` when ``with_mask``)."""
     rng = np.random.default_rng(seed)
     rows = []
     grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, size)] * spatial_dims, indexing="ij"))
@@ -55,12 +56,16 @@ def write_tiny_dataset(root: Path, *, n_train: int = 24, n_val: int = 8, size: i
             d2 = ((grid - centre.reshape(-1, *[1] * spatial_dims)) ** 2).sum(0)
             img = (np.exp(-d2 / 0.1) * (0.5 + age / 100.0) * 2 - 1).astype(np.float32)[None]
             item_id = f"{split}-{i:03d}"
-            rows.append({"id": item_id, "path": save_item(root, f"items/{item_id}.npy", np.clip(img, -1, 1)),
-                         "split": split, "subject": item_id, "label": label, "age": age})
+            row = {"id": item_id, "path": save_item(root, f"items/{item_id}.npy", np.clip(img, -1, 1)),
+                   "split": split, "subject": item_id, "label": label, "age": age}
+            if with_mask:
+                row["seg"] = save_item(root, f"masks/{item_id}.npy", (d2 < 0.1).astype(np.float32)[None])
+            rows.append(row)
     info = DatasetInfo(spatial_dims=spatial_dims, shape=[1, *[size] * spatial_dims], spacing=[1.5] * spatial_dims,
                        intensity=Intensity(kind="minmax", low=0.0, high=1000.0, unit="HU"),
                        conditions=[Condition(name="label", type="categorical", categories=["left", "right"]),
-                                   Condition(name="age", type="continuous", range=(0.0, 100.0))])
+                                   Condition(name="age", type="continuous", range=(0.0, 100.0)),
+                                   *([Condition(name="seg", type="mask", channels=1)] if with_mask else [])])
     return write_dataset(root, info, rows)
 
 

@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+
 from imgsynth.contracts import Dataset, RunFolder
 from imgsynth.training import checkpoint as ckpt_module
 from imgsynth.training.run import train
 
 from .conftest import ACCUM_OVERRIDES, assert_same_state, final_state, tiny_config
-
 
 
 class Interrupt(Exception):
