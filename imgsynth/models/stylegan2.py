@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imgsynth.contracts import Condition
+from imgsynth.models.conditioning import FieldSpec
 from imgsynth.models.stylegan2_ops import (
     EqualConv2d,
     EqualLinear,
@@ -46,43 +48,41 @@ NOISE_MODES = ("random", "const", "none")
 class ConditionLayout:
     """How named conditions map to the flat condition vector ``c`` [B, c_dim].
 
-    ``fields`` lists ``(name, type, width)``: a categorical condition takes ``width`` = number of
-    categories (one-hot), a continuous covariate takes 1. Mask conditions are not supported by
-    StyleGAN2 (no spatial conditioning path).
+    ``fields`` are the conditioning fields (:class:`~imgsynth.models.conditioning.FieldSpec`, as
+    the LDM describes them): a categorical field takes ``size`` = number of categories (one-hot),
+    a continuous covariate takes 1. Mask fields are not supported by StyleGAN2 (no spatial
+    conditioning path).
     """
 
-    fields: tuple[tuple[str, str, int], ...] = ()
+    fields: tuple[FieldSpec, ...] = ()
 
     @classmethod
-    def from_conditions(cls, conditions: Sequence[object]) -> ConditionLayout:
-        """From ``imgsynth.contracts.Condition`` objects (name, type, categories)."""
-        fields = []
-        for cond in conditions:
-            kind = cond.type  # type: ignore[attr-defined]
-            if kind == "mask":
-                raise ValueError(f"condition '{cond.name}' is a mask; StyleGAN2 takes categorical or continuous conditions")  # type: ignore[attr-defined]
-            width = len(cond.categories or []) if kind == "categorical" else 1  # type: ignore[attr-defined]
-            fields.append((str(cond.name), str(kind), int(width)))  # type: ignore[attr-defined]
-        return cls(tuple(fields))
+    def from_conditions(cls, conditions: Sequence[Condition]) -> ConditionLayout:
+        """From the dataset's :class:`~imgsynth.contracts.Condition` entries."""
+        fields = tuple(FieldSpec.from_condition(cond) for cond in conditions)
+        for f in fields:
+            if f.type == "mask":
+                raise ValueError(f"condition '{f.name}' is a mask; StyleGAN2 takes categorical or continuous conditions")
+        return cls(fields)
 
     @property
     def c_dim(self) -> int:
-        return sum(width for _, _, width in self.fields)
+        return sum(f.size for f in self.fields)
 
     @property
     def names(self) -> list[str]:
-        return [name for name, _, _ in self.fields]
+        return [f.name for f in self.fields]
 
     def encode(self, cond: Mapping[str, torch.Tensor], batch: int | None = None,
                device: torch.device | None = None) -> torch.Tensor:
         """``{name: class index (long) or value in [-1, 1] (float)}`` -> ``c`` [B, c_dim] (float)."""
         parts = []
-        for name, kind, width in self.fields:
-            if name not in cond:
-                raise KeyError(f"condition '{name}' missing from the batch (has: {', '.join(cond) or 'none'})")
-            value = torch.as_tensor(cond[name], device=device).reshape(-1)
-            if kind == "categorical":
-                parts.append(F.one_hot(value.long(), width).float())
+        for f in self.fields:
+            if f.name not in cond:
+                raise KeyError(f"condition '{f.name}' missing from the batch (has: {', '.join(cond) or 'none'})")
+            value = torch.as_tensor(cond[f.name], device=device).reshape(-1)
+            if f.type == "categorical":
+                parts.append(F.one_hot(value.long(), f.size).float())
             else:
                 parts.append(value.float()[:, None])
         if not parts:

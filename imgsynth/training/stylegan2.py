@@ -243,17 +243,17 @@ class StyleGAN2Task(Task):
 
     def metadata(self) -> dict[str, str]:
         return {"family": "stylegan2", "resolution": str(self.resolution), "channels": str(self.channels),
-                "conditions": json.dumps([list(f) for f in self.layout.fields])}
+                "conditions": json.dumps([[f.name, f.type, f.size] for f in self.layout.fields])}
 
 
 def preview_conditions(layout: ConditionLayout, n: int, device: torch.device | str) -> dict[str, torch.Tensor]:
     """Conditions for a preview grid: every categorical field cycles its classes, covariates sit mid-range."""
     cond = {}
-    for name, kind, width in layout.fields:
-        if kind == "categorical":
-            cond[name] = torch.arange(n, device=device) % width
+    for f in layout.fields:
+        if f.type == "categorical":
+            cond[f.name] = torch.arange(n, device=device) % f.size
         else:
-            cond[name] = torch.zeros(n, device=device)
+            cond[f.name] = torch.zeros(n, device=device)
     return cond
 
 
