@@ -28,17 +28,27 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2D LDM (labels left/right, age 0..100; 16x16, 1.5 mm, minmax 0..1000 HU) trained 3 steps per stage."""
+_TRAINED: dict[str, Path] = {}
+
+
+def trained_tiny_run(factory: pytest.TempPathFactory) -> Path:
+    """A 2D LDM (labels left/right, age 0..100; 16x16, 1.5 mm, minmax 0..1000 HU) trained 3 steps per
+    stage; trained once per test session (shared by the generate and azureml tests)."""
     from imgsynth.training.run import train
 
-    _fresh_accelerate()
-    root = tmp_path_factory.mktemp("scale-run")
-    ds = write_tiny_dataset(root / "ds")
-    train(ds.root, root / "run", tiny_config(steps=3))
-    _fresh_accelerate()
-    return root / "run"
+    if "ldm" not in _TRAINED:
+        _fresh_accelerate()
+        root = factory.mktemp("scale-run")
+        ds = write_tiny_dataset(root / "ds")
+        train(ds.root, root / "run", tiny_config(steps=3))
+        _fresh_accelerate()
+        _TRAINED["ldm"] = root / "run"
+    return _TRAINED["ldm"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trained_tiny_run(tmp_path_factory)
 
 
 def write_mask_dataset(root: Path, n: int = 12, size: int = 16) -> Dataset:
