@@ -128,6 +128,12 @@ def _register_stages() -> None:
     ):
         importlib.import_module(module).register(app)
     __import__("imgsynth.deid.cli", fromlist=["register"]).register(app)
+    importlib.import_module("imgsynth.deid.cli").register(app)
+    from imgsynth.generate import cli as generate_cli
+    from imgsynth.training import cli as training_cli
+
+    training_cli.register(app)
+    generate_cli.register(app)
     __import__("imgsynth.review.cli", fromlist=["register"]).register(app)
 
 

@@ -38,7 +38,8 @@ from imgsynth.utils.log import get_logger, progress
 
 log = get_logger("generate")
 ALL_FORMATS = ("png", "nifti", "dicom")
-SAMPLER_ALIASES = {"dpmpp": "dpm++", "dpm-solver++": "dpm++", "rflow": "euler"}
+SAMPLER_ALIASES = {"dpmpp": "dpm++", "dpm-solver++": "dpm++", "rflow": "euler"}  # command-line names
+CLI_SAMPLER_NAMES = {"dpm++": "dpmpp", "euler": "rflow"}
 STATE_DIR = ".generate"
 IDENTITY = ("checkpoint_sha256", "family", "sampler", "steps", "guidance", "options", "seed", "formats", "precision",
             "dicom_modality", "uid_root")
@@ -152,6 +153,9 @@ def run_job(job: GenerateJob) -> Dataset:
         guidance=job.guidance, formats=tuple(job.formats), options=dict(job.options),
         precision=job.precision or default_precision(device),
     )
+    if settings.sampler is not None and settings.sampler not in generator.samplers:
+        names = ", ".join(CLI_SAMPLER_NAMES.get(name, name) for name in generator.samplers)
+        raise UsageError(f"--sampler '{job.sampler}' is not available for this model (choose from {names})")
     api.check_settings(generator, settings, family)
     if "dicom" in settings.formats:
         from imgsynth.generate.dicom import check_dicom
@@ -355,7 +359,16 @@ def _finalize(out: Path, requests: Sequence[Any], conditions: Sequence[Condition
         g["dicom"] = {"modality": settings.dicom.modality, "uid_root": settings.dicom.uid_root}
     final = info.model_copy(update={"generator": g})
     write_dataset(out, final, [done[r.id] for r in requests])
-    atomic_write_json(out / STATE_DIR / "state.json", {**saved, "status": "complete", "n": len(requests)})
+    made_by: dict[str, int] = {}  # samples each process's journal recorded in this run (no overlap: none twice)
+    seen: dict[str, int] = {}
+    for path in sorted((out / STATE_DIR).glob("done-*.jsonl")):
+        ids = {rec["id"] for rec in read_jsonl(path) if "id" in rec}
+        made_by[path.name] = len(ids)
+        for rid in ids:
+            seen[rid] = seen.get(rid, 0) + 1
+    atomic_write_json(out / STATE_DIR / "state.json", {**saved, "status": "complete", "n": len(requests),
+                                                       "made_by": made_by,
+                                                       "made_twice": sum(c > 1 for c in seen.values())})
     for path in (out / STATE_DIR).glob("done-*.jsonl"):
         path.unlink()
     (out / STATE_DIR / "failed.jsonl").unlink(missing_ok=True)
