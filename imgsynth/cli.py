@@ -7,6 +7,7 @@ printed on one line (``--debug`` adds the traceback) and mapped to the exit code
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import traceback
@@ -127,14 +128,6 @@ def _register_stages() -> None:
         "imgsynth.review.cli",
     ):
         importlib.import_module(module).register(app)
-    __import__("imgsynth.deid.cli", fromlist=["register"]).register(app)
-    importlib.import_module("imgsynth.deid.cli").register(app)
-    from imgsynth.generate import cli as generate_cli
-    from imgsynth.training import cli as training_cli
-
-    training_cli.register(app)
-    generate_cli.register(app)
-    __import__("imgsynth.review.cli", fromlist=["register"]).register(app)
 
 
 _register_stages()
