@@ -62,8 +62,9 @@ def print_summary(out: Any, result: Any, shown_root: str) -> None:
     from imgsynth.demo.readme import summary_rows
 
     earlier = any(r.skipped for r in result.results)
-    table = Table(title=f"imgsynth demo ({result.mode.name}) in {shown_root}: {result.seconds:.0f} s",
-                  caption="* done by an earlier run, skipped this time" if earlier else None, show_lines=True)
+    caption = f"* done by an earlier run, skipped this time (this run: {result.seconds:.0f} s)" if earlier else None
+    table = Table(title=f"imgsynth demo ({result.mode.name}) in {shown_root}: {result.total_seconds:.0f} s",
+                  caption=caption, show_lines=True)
     table.add_column("Stage", no_wrap=True)
     table.add_column("Time", justify="right", no_wrap=True)
     table.add_column("Key figures", ratio=1)

@@ -123,7 +123,7 @@ def write_readme(ctx: Context, steps: list[Step], result: DemoResult | None) -> 
             parts.append(f"  {command}")
     parts.append("")
     if result is not None:
-        parts.append(f"Results of this run ({result.seconds:.0f} s in this invocation; steps done earlier were skipped):")
+        parts.append(f"Results ({result.total_seconds:.0f} s in all; this invocation {result.seconds:.0f} s):")
         for r in result.results:
             parts.append(f"  {r.step.stage}. {r.step.title} ({r.seconds:.0f} s): " + "; ".join(r.figures.lines))
         parts.append("")

@@ -45,6 +45,11 @@ class DemoResult:
     seconds: float = 0.0
     commands: list[tuple[str, list[str]]] = field(default_factory=list)
 
+    @property
+    def total_seconds(self) -> float:
+        """Time of every step, those done by earlier runs included."""
+        return round(sum(r.seconds for r in self.results), 1)
+
 
 class DemoState:
     """``demo.json``: which steps are complete, how long they took, their key figures."""
@@ -155,7 +160,7 @@ def run_demo(
         result.results.append(StepResult(step, seconds, False, figures, folder))
     result.seconds = round(time.monotonic() - start, 1)
     result.commands = [(s.title, s.commands(ctx)) for s in steps]
-    state.data["total_seconds"] = round(sum(r.seconds for r in result.results), 1)
+    state.data["total_seconds"] = result.total_seconds
     state.save()
     write_readme(ctx, steps, result)
     return result
