@@ -275,8 +275,8 @@ class Deidentifier:
                 st.needles.add_vocabulary(_value(ds, t, elem, vr, st))
             if entry.kind is not None and action != "K" and not entry.retained_by & self.options:
                 st.needles.add_value(vr, _value(ds, t, elem, vr, st), Needle(entry.kind, entry.keyword, entry.retained_by))
-            if t == PATIENT_ID or (t == PATIENT_NAME and patient_key is not None):
-                self._pseudonymise(ds, t, vr, st, patient_key)
+            if action in ("Z", "D") and (t == PATIENT_ID or (t == PATIENT_NAME and patient_key is not None)):
+                self._pseudonymise(ds, t, vr, st, patient_key)  # a dummy value that stays the same per patient
                 continue
             self._apply(ds, t, elem, vr, action, entry, st, parents, dummy_text)
         if private:
