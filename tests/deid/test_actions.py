@@ -16,6 +16,7 @@ from imgsynth.deid import anonymize_tree
 from imgsynth.deid.actions import Deidentifier
 from imgsynth.deid.config import DeidConfig
 from imgsynth.deid.profile import Option
+from imgsynth.errors import ConfigError
 
 from .conftest import make_ct, read, write
 
@@ -220,5 +221,5 @@ def test_config_overrides_take_precedence(keyring) -> None:  # noqa: ANN001
     out = _deid(make_ct(PatientSex="F"), keyring, actions={"PatientID": "K", "PatientSex": "K", "(0008,0070)": "X"})
     assert out.PatientID == "PID7731942" and out.PatientSex == "F" and "Manufacturer" not in out
     assert out.PatientName.family_name.startswith("ANON")
-    with pytest.raises(Exception, match="not a DICOM keyword"):
+    with pytest.raises(ConfigError, match="not a DICOM keyword"):
         _deid(make_ct(), keyring, actions={"PatientNmae": "K"})
