@@ -19,7 +19,6 @@ from pydicom.datadict import get_entry
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.sr.codedict import codes
 from pydicom.uid import UID_dictionary
 
 import imgsynth
@@ -44,6 +43,7 @@ from imgsynth.deid.private import SafePrivate, parse_safe_tag, safe_index
 from imgsynth.deid.profile import (
     BASIC_PROFILE_CODE,
     CLEAN_PIXEL_DATA_CODE,
+    CODE_MEANINGS,
     COMPOUND_ACTIONS,
     OPTION_CODES,
     Option,
@@ -72,7 +72,6 @@ ENHANCED_SOP_CLASSES = frozenset(
     for s in ("2.1", "2.2", "4.1", "4.3", "4.4", "12.1.1", "12.2.1", "13.1.3", "13.1.4", "13.1.5", "30", "66.4",
               "66.7", "77.1.6", "128.1", "130", "6.2", "14.1", "14.2", "4.2", "2.3", "6.3")
 )
-_CODE_MEANINGS = {c.value: c.meaning for c in codes.cid7050.concepts.values()}
 _SIMPLE_CHARSETS = {"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192", "ISO 2022 IR 6"}
 
 
@@ -276,8 +275,8 @@ class Deidentifier:
                 st.needles.add_vocabulary(_value(ds, t, elem, vr, st))
             if entry.kind is not None and action != "K" and not entry.retained_by & self.options:
                 st.needles.add_value(vr, _value(ds, t, elem, vr, st), Needle(entry.kind, entry.keyword, entry.retained_by))
-            if t == PATIENT_ID or (t == PATIENT_NAME and patient_key is not None):
-                self._pseudonymise(ds, t, vr, st, patient_key)
+            if action in ("Z", "D") and (t == PATIENT_ID or (t == PATIENT_NAME and patient_key is not None)):
+                self._pseudonymise(ds, t, vr, st, patient_key)  # a dummy value that stays the same per patient
                 continue
             self._apply(ds, t, elem, vr, action, entry, st, parents, dummy_text)
         if private:
@@ -486,7 +485,7 @@ class Deidentifier:
             item = Dataset()
             item.CodeValue = code
             item.CodingSchemeDesignator = "DCM"
-            item.CodeMeaning = _CODE_MEANINGS[code]
+            item.CodeMeaning = CODE_MEANINGS[code]
             items.append(item)
         dates = "UNMODIFIED" if self.full_dates else "MODIFIED" if self.modified_dates else "REMOVED"
         return (

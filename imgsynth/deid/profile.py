@@ -50,6 +50,21 @@ OPTION_CODES: dict[Option, str] = {
     Option.RETAIN_INSTITUTION_IDENTITY: "113112",
 }
 CODE_OPTIONS = {code: opt for opt, code in OPTION_CODES.items()}
+CODE_MEANINGS = {  # PS3.16 CID 7050 (checked against pydicom's copy of the standard by the tests)
+    "113100": "Basic Application Confidentiality Profile",
+    "113101": "Clean Pixel Data Option",
+    "113102": "Clean Recognizable Visual Features Option",
+    "113103": "Clean Graphics Option",
+    "113104": "Clean Structured Content Option",
+    "113105": "Clean Descriptors Option",
+    "113106": "Retain Longitudinal Temporal Information Full Dates Option",
+    "113107": "Retain Longitudinal Temporal Information Modified Dates Option",
+    "113108": "Retain Patient Characteristics Option",
+    "113109": "Retain Device Identity Option",
+    "113110": "Retain UIDs Option",
+    "113111": "Retain Safe Private Option",
+    "113112": "Retain Institution Identity Option",
+}
 
 SIMPLE_ACTIONS = frozenset("DZXKCU")
 COMPOUND_ACTIONS = frozenset({"Z/D", "X/Z", "X/D", "X/Z/D", "X/Z/U*"})

@@ -33,6 +33,7 @@ from imgsynth.deid.phi import (
     Kind,
     Needle,
     NeedleIndex,
+    is_uid_like,
     keeps_class_uid,
     row_kind,
     standard_words,
@@ -279,7 +280,9 @@ def _verify(out: Path, roots: list[Path], report: str | Path | None) -> VerifyRe
     # Input file and folder names must not reappear as output names (unless --layout mirror was chosen).
     layout, run_options = _run_settings(out)
     mirror = layout == "mirror"
-    input_names = set() if mirror else {n.upper() for n in names if len(n) >= 4}
+    input_names: set[str] = set()
+    for name in () if mirror else names:
+        input_names.update(n.upper() for n in (name, name.rsplit(".", 1)[0]) if len(n) >= 4)
     hits: list[VerifyHit] = []
     n_outputs = 0
     for path in _files(out):
@@ -292,8 +295,10 @@ def _verify(out: Path, roots: list[Path], report: str | Path | None) -> VerifyRe
         n_outputs += 1
         hits.extend(scan_output(path, rel, index, mirror=mirror))
         for part in path.relative_to(out).parts:
-            stem = part.rsplit(".", 1)[0].upper() if part.endswith(".dcm") else part.upper()
-            if part.upper() in input_names or (stem in input_names and not stem.startswith("2.25.")):
+            stem = part.rsplit(".", 1)[0]
+            if is_uid_like(stem):  # UIDs are checked as UIDs (Retain UIDs may keep them)
+                continue
+            if part.upper() in input_names or stem.upper() in input_names:
                 hits.append(VerifyHit(rel, "file or folder name", "path", "an input file or folder name"))
     values = {
         "names_ids_text": len(index.single) + sum(len(v) for v in index.multi.values()),

@@ -16,6 +16,7 @@ from imgsynth.deid import anonymize_tree
 from imgsynth.deid.actions import Deidentifier
 from imgsynth.deid.config import DeidConfig
 from imgsynth.deid.profile import Option
+from imgsynth.errors import ConfigError
 
 from .conftest import make_ct, read, write
 
@@ -214,3 +215,11 @@ def test_pixel_data_byte_identical_and_transfer_syntax_kept(name: str, tmp_path:
         assert out.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"  # the encoding it was read in
     assert out.get("PixelData") == inp.get("PixelData")
     assert out.get("Rows") == inp.get("Rows") and out.get("Columns") == inp.get("Columns")
+
+
+def test_config_overrides_take_precedence(keyring) -> None:  # noqa: ANN001
+    out = _deid(make_ct(PatientSex="F"), keyring, actions={"PatientID": "K", "PatientSex": "K", "(0008,0070)": "X"})
+    assert out.PatientID == "PID7731942" and out.PatientSex == "F" and "Manufacturer" not in out
+    assert out.PatientName.family_name.startswith("ANON")
+    with pytest.raises(ConfigError, match="not a DICOM keyword"):
+        _deid(make_ct(), keyring, actions={"PatientNmae": "K"})

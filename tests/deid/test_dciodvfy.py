@@ -8,6 +8,7 @@ names kept.
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ from ..conftest import require_tool
 _VALUE = re.compile(r"(?<!Element=)(?<!Module=)<[^>]*>")
 
 
+@functools.cache  # inputs are checked once for both parametrisations
 def _errors(dciodvfy: str, path: str) -> frozenset[str]:
     proc = subprocess.run([dciodvfy, path], capture_output=True, text=True, errors="replace", timeout=120)
     out = set()
