@@ -122,6 +122,10 @@ def _register_stages() -> None:
         "imgsynth.demo.cli",
     ):
         importlib.import_module(module).register(app)
+    __import__("imgsynth.data.cli", fromlist=["register"]).register(app)
+    __import__("imgsynth.review.cli", fromlist=["register"]).register(app)
+    __import__("imgsynth.training.cli", fromlist=["register"]).register(app)
+    __import__("imgsynth.generate.cli", fromlist=["register"]).register(app)
 
 
 _register_stages()

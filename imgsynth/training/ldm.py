@@ -273,6 +273,21 @@ def _preview_items(items: torch.utils.data.Dataset, n: int) -> list[dict[str, An
     return [items[i] for i in range(min(n, len(items)))]  # type: ignore[arg-type]
 
 
+def _preview_conditions(fields: list[FieldSpec], items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Conditions of the preview grid: categories in turn, continuous values across their range,
+    masks of the first training items (so every class shows up, whatever the class balance)."""
+    n = len(items)
+    out = {}
+    for f in fields:
+        if f.type == "categorical":
+            out[f.name] = torch.arange(n) % f.size
+        elif f.type == "continuous":
+            out[f.name] = torch.linspace(-1.0, 1.0, n)
+        else:
+            out[f.name] = torch.stack([p["cond"][f.name] for p in items])
+    return out
+
+
 def build_stage(req: StageRequest) -> StageSetup:
     config, info, cfg = req.config, req.dataset.info, req.config.model
     fields = condition_fields(config, info)
@@ -289,7 +304,7 @@ def build_stage(req: StageRequest) -> StageSetup:
         scale = model.latent_scale_factor
         if scale is None:
             scale = estimate_scale_factor(ae, items, cfg.latent_scale_items, latent_shape(cfg, info.shape), config.seed, req.device)
-        preview_cond = {f.name: torch.stack([p["cond"][f.name] for p in preview]) for f in fields}
+        preview_cond = _preview_conditions(fields, preview)
         task = DiffusionTask(config, info, ae, scale, fields, preview_cond)
         return StageSetup(task=task, nets={"unet": build_unet(cfg, fields)})
     raise ConfigError(f"unknown LDM stage '{req.stage}'")
@@ -303,6 +318,11 @@ def check(config: TrainConfig, info: DatasetInfo) -> None:
             f"'model.spatial_dims'={cfg.spatial_dims} but the dataset is {info.spatial_dims}D (use the ldm_{info.spatial_dims}d config)"
         )
     spatial = info.shape[1:]
+    if any(size < 1 for size in spatial):
+        raise ConfigError(
+            f"the dataset's items vary in size (shape {info.shape} in dataset.json); latent diffusion needs one "
+            "size: preprocess with a config that resamples or crops to a fixed shape"
+        )
     f = cfg.autoencoder.downsample
     if any(s % f for s in spatial):
         raise ConfigError(
