@@ -5,4 +5,5 @@ here; ``imgsynth.config.config_kinds()`` imports this module on first use.
 """
 
 import imgsynth.data.config  # noqa: F401  (kind: preprocess)
+import imgsynth.deid.config  # noqa: F401
 import imgsynth.review.config  # noqa: F401
