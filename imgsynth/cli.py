@@ -118,6 +118,9 @@ def _register_stages() -> None:
 
     Each stage package has a light ``cli.py`` with ``register(app)``; one line per stage here.
     """
+    __import__("imgsynth.data.cli", fromlist=["register"]).register(app)
+    __import__("imgsynth.deid.cli", fromlist=["register"]).register(app)
+    __import__("imgsynth.review.cli", fromlist=["register"]).register(app)
     __import__("imgsynth.evaluation.cli", fromlist=["register"]).register(app)
 
 
