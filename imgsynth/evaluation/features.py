@@ -125,6 +125,13 @@ def plane_slices(volumes: np.ndarray, plane: str, center_ratio: float, every_k: 
     return moved.reshape(-1, *moved.shape[2:])
 
 
+def _weights_file(path: str, network: str, key: str) -> Path:
+    weights = Path(path).expanduser()
+    if not weights.is_file():
+        raise DependencyError(f"{network} weights file not found; fix {key}", path=weights)
+    return weights
+
+
 # =============================================================================================
 # InceptionV3 (FID)
 # =============================================================================================
@@ -211,10 +218,7 @@ def _inception(ctx: ExtractorContext, required: bool) -> FeatureExtractor | None
                 "weights-inception-2015-12-05-6726825d.pth (distributed with torch-fidelity; install imgsynth[fid])"
             )
         return None
-    weights = Path(path).expanduser()
-    if not weights.is_file():
-        raise DependencyError("InceptionV3 weights file not found; fix features.inception.weights", path=weights)
-    return InceptionExtractor(weights, ctx)
+    return InceptionExtractor(_weights_file(path, "InceptionV3", "features.inception.weights"), ctx)
 
 
 # =============================================================================================
@@ -280,10 +284,7 @@ def _medicalnet(ctx: ExtractorContext, required: bool) -> FeatureExtractor | Non
             why = "needs 3D data" if ctx.inputs.spatial_dims != 3 else "needs features.medicalnet.weights (a MedicalNet .pth)"
             raise DependencyError(f"extractor 'medicalnet' {why}")
         return None
-    weights = Path(path).expanduser()
-    if not weights.is_file():
-        raise DependencyError("MedicalNet weights file not found; fix features.medicalnet.weights", path=weights)
-    return MedicalNetExtractor(weights, ctx)
+    return MedicalNetExtractor(_weights_file(path, "MedicalNet", "features.medicalnet.weights"), ctx)
 
 
 # =============================================================================================

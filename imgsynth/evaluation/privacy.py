@@ -142,15 +142,19 @@ def flag_copies(distance: np.ndarray, similarity: np.ndarray, threshold: float, 
     return (distance < threshold) | (similarity >= ssim_threshold)
 
 
-def split_half_floor(distance: np.ndarray, similarity: np.ndarray, cfg: MemorizationSection, seed: int) -> float:
-    """Fraction of held-out real images flagged when the threshold comes from the other half."""
+def split_half_floor(
+    distance: np.ndarray, similarity: np.ndarray | None, percentile: float, ssim_threshold: float, seed: int
+) -> float | None:
+    """Fraction of held-out real images flagged when the distance threshold comes from the other half
+    (``similarity`` None: the distance rule alone, as in feature space)."""
     n = len(distance)
     if n < 4:
-        return float("nan")
+        return None
     order = np.random.default_rng(seed).permutation(n)
     a, b = order[: n // 2], order[n // 2 :]
     rates = []
     for cal, test in ((a, b), (b, a)):
-        tau = float(np.percentile(distance[cal], cfg.percentile))
-        rates.append(flag_copies(distance[test], similarity[test], tau, cfg.ssim_threshold).mean())
+        tau = float(np.percentile(distance[cal], percentile))
+        sim = similarity[test] if similarity is not None else np.zeros(len(test))
+        rates.append(flag_copies(distance[test], sim, tau, ssim_threshold if similarity is not None else np.inf).mean())
     return float(np.mean(rates))

@@ -209,7 +209,7 @@ def _memorization(inputs: Inputs, primary: tuple[FeatureExtractor, dict[str, dic
     held_nn = nearest_train(inputs.real_test.images, ref, mcfg, settings, device=device)
     tau = float(np.percentile(held_nn.distance, mcfg.percentile))
     flags = flag_copies(syn_nn.distance, syn_nn.ssim, tau, mcfg.ssim_threshold)
-    floor = split_half_floor(held_nn.distance, held_nn.ssim, mcfg, cfg.seed)
+    floor = split_half_floor(held_nn.distance, held_nn.ssim, mcfg.percentile, mcfg.ssim_threshold, cfg.seed)
     n_syn = len(flags)
     method = (f"pixel space: RMS difference (model scale) to the nearest real train image, minimised over flips "
               f"{mcfg.flips} and shifts up to {mcfg.max_shift} px; copy if below the {mcfg.percentile:g}% quantile of "
@@ -241,10 +241,7 @@ def _memorization(inputs: Inputs, primary: tuple[FeatureExtractor, dict[str, dic
         _, fd_held = nearest_features(feats["real_test"][""], feats["real_train"][""][ref_idx])
         ftau = float(np.percentile(fd_held, mcfg.percentile))
         fflags = fd_syn < ftau
-        half = np.random.default_rng(cfg.seed).permutation(len(fd_held))
-        a, b = half[: len(half) // 2], half[len(half) // 2 :]
-        ffloor = float(np.mean([(fd_held[b] < np.percentile(fd_held[a], mcfg.percentile)).mean(),
-                                (fd_held[a] < np.percentile(fd_held[b], mcfg.percentile)).mean()])) if len(half) >= 4 else None
+        ffloor = split_half_floor(fd_held, None, mcfg.percentile, mcfg.ssim_threshold, cfg.seed)
         out.add("memorization.feature_fraction", float(fflags.mean()),
                 {"method": f"{ext.name} feature space: nearest train neighbour closer than the {mcfg.percentile:g}% "
                            "quantile of real held-out-to-train feature distances", "threshold": ftau,

@@ -48,8 +48,9 @@ def test_planted_copies_are_flagged_and_held_out_images_are_not(chest: Dataset) 
 
     # The floor: held-out images flagged by a threshold from the other half; about the percentile by
     # construction (here 30 images per half, so one or two images: 3-7%).
-    floor = split_half_floor(calib.distance, calib.ssim, cfg, seed=0)
-    assert 0.0 < floor <= 0.1
+    floor = split_half_floor(calib.distance, calib.ssim, cfg.percentile, cfg.ssim_threshold, seed=0)
+    assert floor is not None and 0.0 < floor <= 0.1
+    assert split_half_floor(calib.distance, None, cfg.percentile, cfg.ssim_threshold, seed=0) == floor  # SSIM never fires here
 
 
 def test_without_flips_a_flipped_copy_is_not_matched_exactly(chest: Dataset) -> None:

@@ -102,3 +102,19 @@ def test_tiny_images_shrink_the_window() -> None:
     assert np.isfinite(ssim(b[None, None], a[None, None], SETTINGS)).all()
     with pytest.raises(ValueError, match="too small"):
         ssim(np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 2, 2)), SETTINGS)
+
+
+def test_why_monai_ssim_and_not_torchmetrics() -> None:
+    """torchmetrics averages a reflect-padded border into SSIM, so it misses scikit-image by far more than
+    1e-4 on small images; its per-image PSNR agrees with ours."""
+    import torch
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    a, b = _pair((28, 28))
+    x, y = torch.tensor(b)[None, None], torch.tensor(a)[None, None]
+    assert abs(structural_similarity_index_measure(x, y, data_range=2.0).item() - _sk_ssim(a, b)) > 1e-3
+    assert abs(ssim(b[None, None], a[None, None], SETTINGS)[0] - _sk_ssim(a, b)) < 1e-4
+    xs = np.stack([_pair((32, 32), s)[1] for s in range(3)])[:, None]
+    ys = np.stack([_pair((32, 32), s)[0] for s in range(3)])[:, None]
+    tm = peak_signal_noise_ratio(torch.tensor(xs), torch.tensor(ys), data_range=2.0, reduction="none", dim=(1, 2, 3))
+    np.testing.assert_allclose(psnr(xs, ys, 2.0), tm.numpy(), atol=1e-6)
