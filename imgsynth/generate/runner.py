@@ -162,6 +162,10 @@ def run_job(job: GenerateJob) -> Dataset:
 
         check_dicom(generator.info, job.dicom_modality)
     requests, conditions, digests = _requests(job, generator, build_requests, read_conditions_csv, masks_from_dataset)
+    if job.evaluation:
+        from imgsynth.generate.modelcard import find_evaluation
+
+        find_evaluation(view, job.evaluation)  # a missing report stops every process here, not one of them later
     info = api.sample_set_info(generator, settings, job.seed, view, len(requests))
     identity = _identity(job, generator, settings, info, family)
     out = Path(job.out_dir)
