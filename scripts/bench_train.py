@@ -157,7 +157,7 @@ def bare_loop(config, ae, unet, loader, steps: int, device: str, window: int) ->
         with torch.no_grad():
             for pe, p in zip(ema.parameters(), unet.parameters(), strict=True):
                 pe.lerp_(p, 1 - 0.999)
-        float(loss)  # what a logging line costs
+        loss.item()  # what a logging line costs
         if (step + 1) % window == 0:
             now = time.perf_counter()
             times.append((now - tick) / window)

@@ -32,6 +32,8 @@ class EMA:
         for net in self.nets.values():
             for p in net.parameters():
                 p.data = p.data.float()
+        self._pairs: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] | None = None
+        self._live: dict[str, int] = {}
 
     def __bool__(self) -> bool:
         return bool(self.nets)
@@ -40,12 +42,23 @@ class EMA:
     def update(self, nets: Mapping[str, nn.Module], *, batch: int, nimg: int) -> float:
         """Blend the trained weights in after a step that brought the count to ``nimg``; returns beta."""
         beta = ema_beta(batch, nimg, halflife_kimg=self.halflife_kimg, rampup=self.rampup)
-        for name, shadow in self.nets.items():
-            live = nets[name]
-            for p_ema, p in zip(shadow.parameters(), live.parameters(), strict=True):
-                p_ema.copy_(p.detach().float().lerp(p_ema, beta))
-            for b_ema, b in zip(shadow.buffers(), live.buffers(), strict=True):
-                b_ema.copy_(b)
+        live_ids = {name: id(nets[name]) for name in self.nets}
+        if self._pairs is None or live_ids != self._live:  # parameter lists gathered once
+            ema_p, live_p, ema_b, live_b = [], [], [], []
+            for name, shadow in self.nets.items():
+                pairs = list(zip(shadow.parameters(), nets[name].parameters(), strict=True))
+                ema_p += [e for e, _ in pairs]
+                live_p += [p for _, p in pairs]
+                bufs = list(zip(shadow.buffers(), nets[name].buffers(), strict=True))
+                ema_b += [e for e, _ in bufs]
+                live_b += [b for _, b in bufs]
+            self._pairs, self._live = (ema_p, live_p, ema_b, live_b), live_ids
+        ema_p, live_p, ema_b, live_b = self._pairs
+        if ema_p:
+            # ema <- beta * ema + (1 - beta) * live, all tensors in one fused call
+            torch._foreach_lerp_(ema_p, [p.detach().float() for p in live_p], 1.0 - beta)
+        for e, b in zip(ema_b, live_b, strict=True):
+            e.copy_(b)
         return beta
 
     def state_dict(self) -> dict[str, torch.Tensor]:

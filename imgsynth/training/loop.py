@@ -110,6 +110,8 @@ def training_loop(
     steps = progress(range(state.step, total_steps), total=total_steps - state.step, description=task.stage,
                      enabled=main and loop.progress)
     ctx: StepContext | None = None
+    trainable: tuple[str, ...] | None = None
+    params = {p.name: [q for n in p.trains for q in raw[n].parameters()] for p in phases}
     for _ in steps:
         micro = [to_device(next(data), device) for _ in range(accum)]
         kimg = state.kimg
@@ -120,8 +122,10 @@ def training_loop(
             opt = optimizers[phase.optimizer]
             for group in opt.param_groups:
                 group["lr"] = group["base_lr"] * factor
-            for name, net in raw.items():
-                net.requires_grad_(name in phase.trains)
+            if trainable != phase.trains:  # switch gradients only when the phase trains other networks
+                for name, net in raw.items():
+                    net.requires_grad_(name in phase.trains)
+                trainable = phase.trains
             view = {n: wrapped[n] if n in phase.trains else raw[n] for n in nets}
 
             # Accumulate gradients over the micro-batches (sync only on the last).
@@ -142,9 +146,8 @@ def training_loop(
             if stage.grad_clip is not None:
                 if accelerator.scaler is not None:
                     accelerator.unscale_gradients(optimizer=opt)
-                params = [p for n in phase.trains for p in raw[n].parameters() if p.grad is not None]
-                norm = torch.nn.utils.clip_grad_norm_(params, stage.grad_clip)
-                running.add({f"{phase.name}/grad_norm": float(norm)})
+                norm = torch.nn.utils.clip_grad_norm_([q for q in params[phase.name] if q.grad is not None], stage.grad_clip)
+                running.add({f"{phase.name}/grad_norm": norm})
             opt.step()
             opt.zero_grad(set_to_none=True)
 

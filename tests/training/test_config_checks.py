@@ -74,3 +74,7 @@ def test_dry_run_prints_resolved_config_and_plan(tiny_dataset: Dataset, tmp_path
 def test_builtin_configs_validate(name: str) -> None:
     cfg = load_config(name)
     assert cfg.model.family == "ldm"  # type: ignore[attr-defined]
+
+
+def test_mixed_precision_no_survives_yaml() -> None:
+    assert tiny_config("loop.mixed_precision=no").loop.mixed_precision == "no"

@@ -37,3 +37,4 @@ def test_mlflow_requested_but_missing_is_a_clear_error(tmp_path: Path) -> None:
     ds = write_tiny_dataset(tmp_path / "ds", n_train=8, n_val=2)
     with pytest.raises(DependencyError, match=r"logging\.mlflow is on but mlflow is not installed"):
         train(ds.root, tmp_path / "run", tiny_config("logging.mlflow=true", steps=1))
+    assert not (tmp_path / "run").exists()  # nothing written
