@@ -1,6 +1,6 @@
 """StyleGAN2 on the shared training loop vs a bare hand-written loop: step time and peak memory by resolution.
 
-    python scripts/bench_stylegan2.py                         # 32, 64, 128, 256 px; ~2-3 minutes on 2 CPU cores
+    python scripts/bench_stylegan2.py                     # CPU: 32, 64, 128 px, ~3 minutes on 2 cores; GPU: 32-512 px
     python scripts/bench_stylegan2.py --resolutions 32 64 128 256 512 --batch 16 --channel-max 64
 
 Both sides train the same networks with the same losses (``StyleGAN2Task.loss``: all four phases,
@@ -156,6 +156,7 @@ def run_bare(dataset: Dataset, args: argparse.Namespace, device: torch.device) -
         G_ema = build_networks(config.model, dataset.info, layout, seed=config.seed)[0].to(device).eval()
         G_ema.load_state_dict(G.state_dict())
         G_ema.requires_grad_(False)
+        ema_params, live_params = list(G_ema.parameters()), list(G.parameters())
         task = StyleGAN2Task(config.model, stage, layout, G)
         task.pl_mean = task.pl_mean.to(device)
         task.augment.to(device)
@@ -168,6 +169,7 @@ def run_bare(dataset: Dataset, args: argparse.Namespace, device: torch.device) -
         b = args.batch
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
         total = args.warmup + args.steps
+        trainable = None
         for step in range(total):
             if step == args.warmup:
                 if device.type == "cuda":
@@ -178,8 +180,10 @@ def run_bare(dataset: Dataset, args: argparse.Namespace, device: torch.device) -
             for phase in task.phases():
                 if not phase.due(step, step * b / 1000):
                     continue
-                G.requires_grad_("G" in phase.trains)
-                D.requires_grad_("D" in phase.trains)
+                if trainable != phase.trains:
+                    G.requires_grad_("G" in phase.trains)
+                    D.requires_grad_("D" in phase.trains)
+                    trainable = phase.trains
                 ctx = StepContext(step=step, kimg=step * b / 1000, micro=0, accum=1, phase=phase,
                                   rng=KeyedRandom(config.seed, batch["key"], device), device=device)
                 with autocast:
@@ -187,12 +191,11 @@ def run_bare(dataset: Dataset, args: argparse.Namespace, device: torch.device) -
                 loss.backward()
                 opts[phase.optimizer].step()
                 opts[phase.optimizer].zero_grad(set_to_none=True)
-            with torch.no_grad():  # EMA with ramp-up, as StyleGAN2-ADA
+            with torch.no_grad():  # EMA with ramp-up, as StyleGAN2-ADA, in one fused lerp
                 nimg = (step + 1) * b
                 halflife = min(stage.ema_halflife_kimg * 1000, nimg * (stage.ema_rampup or math.inf))
                 beta = 0.5 ** (b / max(halflife, 1e-8))
-                for pe, p in zip(G_ema.parameters(), G.parameters(), strict=True):
-                    pe.copy_(p.lerp(pe, beta))
+                torch._foreach_lerp_(ema_params, [p.detach() for p in live_params], 1.0 - beta)
                 for be, bu in zip(G_ema.buffers(), G.buffers(), strict=True):
                     be.copy_(bu)
             task.end_step(ctx)
@@ -204,7 +207,8 @@ def run_bare(dataset: Dataset, args: argparse.Namespace, device: torch.device) -
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--resolutions", type=int, nargs="+", default=[32, 64, 128, 256])
+    p.add_argument("--resolutions", type=int, nargs="+",
+                   default=[32, 64, 128, 256, 512] if torch.cuda.is_available() else [32, 64, 128])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--channel-base", type=int, default=1024)
     p.add_argument("--channel-max", type=int, default=32)
@@ -221,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--warmup and --steps must be multiples of 16 (so R1's lazy phase falls alike on both sides)")
     logging.getLogger("imgsynth").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
-    import imgsynth.training.run  # noqa: F401  (import everything first: both sides start from the same memory)
     import imgsynth.training.loop  # noqa: F401
+    import imgsynth.training.run  # noqa: F401  (import everything first: both sides start from the same memory)
     device = torch.device(args.device)
     source = "PneumoniaMNIST (MedMNIST v2, CC BY 4.0), resized" if PNEUMONIA.is_file() else "random images"
     print(f"StyleGAN2 step time and peak memory: shared loop vs bare loop ({device}, {args.threads} thread(s), "

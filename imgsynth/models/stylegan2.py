@@ -18,7 +18,7 @@ one value per continuous covariate (already scaled to [-1, 1] by the data loader
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -260,18 +260,13 @@ class Generator(nn.Module):
                 truncation_cutoff: int | None = None, w_avg: torch.Tensor | None = None,
                 noise_mode: str = "random", noise: torch.Tensor | None = None,
                 mix_z: torch.Tensor | None = None, mix_cutoff: torch.Tensor | None = None,
-                update_w_avg: bool | Callable[[torch.Tensor], torch.Tensor] = False, return_ws: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                return_ws: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``z`` [B, z_dim], ``c`` [B, c_dim] -> image [B, C, R, R] (and ``ws`` with ``return_ws``).
 
         Style mixing: layers ``>= mix_cutoff[b]`` of image b take their ``w`` from ``mix_z[b]``
-        (``mix_cutoff[b] = num_ws`` leaves image b unmixed). ``update_w_avg`` moves the tracked
-        average towards this batch's mean ``w``, passed first through it when it is a function (e.g. a
-        mean over processes, so that every process tracks the same average).
+        (``mix_cutoff[b] = num_ws`` leaves image b unmixed).
         """
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, w_avg=w_avg)
-        if update_w_avg:
-            w_mean = ws[:, 0].detach().float().mean(dim=0)
-            self.mapping.track_w_avg(update_w_avg(w_mean) if callable(update_w_avg) else w_mean)
         if mix_z is not None:
             assert mix_cutoff is not None and mix_cutoff.shape == (z.shape[0],)
             ws_mix = self.mapping(mix_z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
@@ -307,11 +302,11 @@ class Generator(nn.Module):
     @torch.no_grad()
     def sample(self, c: torch.Tensor | None, *, seeds: Sequence[int], truncation_psi: float = 1.0,
                truncation_cutoff: int | None = None, class_truncation: bool = True, w_avg_samples: int = 2048,
-               noise_mode: str = "const") -> torch.Tensor:
+               w_avg: torch.Tensor | None = None, noise_mode: str = "const") -> torch.Tensor:
         """Images [B, C, R, R] in model scale for one latent per seed (``z`` drawn from that seed alone).
 
-        With ``truncation_psi < 1`` the centre is the per-condition average (``class_truncation``)
-        or the tracked global average.
+        With ``truncation_psi < 1`` the centre is ``w_avg`` ([B, w_dim]) when given, else the
+        per-condition average (``class_truncation``), else the tracked global average.
         """
         device = self.mapping.w_avg.device
         z = torch.stack([torch.randn(self.z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
@@ -319,8 +314,7 @@ class Generator(nn.Module):
         if c is None:
             c = torch.zeros(len(seeds), self.c_dim, device=device)
         c = c.to(device)
-        w_avg = None
-        if truncation_psi != 1 and class_truncation and self.c_dim > 0:
+        if w_avg is None and truncation_psi != 1 and class_truncation and self.c_dim > 0:
             w_avg = self.condition_w_avg(c, num_samples=w_avg_samples)
         return self(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, w_avg=w_avg,
                     noise_mode=noise_mode)

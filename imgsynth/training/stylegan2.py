@@ -111,6 +111,10 @@ class StyleGAN2Task(Task):
         self.r1_gamma = loss.r1_gamma if loss.r1_gamma is not None else 0.0002 * self.resolution**2 / stage.batch
         self.augment, self.ada = build_augment(model.augment)
         self.pl_mean = torch.zeros([])
+        # Running statistics gathered over a step's micro-batches, folded in by end_step with the
+        # mean over processes, so that 1 or N processes (and any accumulation) track the same values.
+        self._stats: dict[str, list[torch.Tensor]] = {"w": [], "pl": []}
+        self._mapping: nn.Module | None = None
 
     # -- structure -----------------------------------------------------------------------------
     def phases(self) -> list[Phase]:
@@ -132,6 +136,7 @@ class StyleGAN2Task(Task):
             betas = (st.betas[0] ** ratio, st.betas[1] ** ratio)
             out[name] = torch.optim.Adam(nets[name].parameters(), lr=lr * ratio, betas=betas, eps=1e-8,
                                          weight_decay=st.weight_decay)
+        self._mapping = nets["G"].mapping  # the trained G's, whose average w end_step tracks
         return out
 
     def ema_targets(self) -> list[str]:
@@ -171,7 +176,8 @@ class StyleGAN2Task(Task):
         c = self.layout.encode(batch["cond"], batch=len(real), device=real.device)
         phase = ctx.phase
         if phase.name == "G_main":
-            fake = self._generate(G, c, ctx, "G_main", update_w_avg=ctx.reduce_mean)  # same average w everywhere
+            fake, ws = self._generate(G, c, ctx, "G_main", return_ws=True)
+            self._stats["w"].append(ws[:, 0].detach().float())  # never mixed nor truncated
             logits = self._discriminate(D, fake, c, ctx, "G_main:augment")
             loss = g_nonsaturating_loss(logits).mean()
             return loss, {"loss": loss.item(), "fake_score": logits.mean().item()}
@@ -182,8 +188,8 @@ class StyleGAN2Task(Task):
                 y, _ = keyed_draws(ctx, "G_reg:pl_noise", fake[0].numel(), 0)
                 y = y[:n].reshape(fake.shape) / math.sqrt(fake.shape[2] * fake.shape[3])
                 lengths = path_lengths(fake, ws, y)
-                self.pl_mean.copy_(self.pl_mean.lerp(ctx.reduce_mean(lengths.detach().mean()), self.cfg.loss.pl_decay))
-                penalty = (lengths - self.pl_mean).square()
+                self._stats["pl"].append(lengths.detach())
+                penalty = (lengths - self.pl_mean).square()  # a: the running mean up to the previous step
                 # fake * 0 keeps every weight in the graph (DDP expects a gradient for each).
                 loss = (fake[:, 0, 0, 0] * 0 + penalty * self.cfg.loss.pl_weight).mean() * phase.interval
             return loss, {"loss": loss.item(), "pl_length": lengths.mean().item(), "pl_mean": self.pl_mean.item()}
@@ -209,6 +215,14 @@ class StyleGAN2Task(Task):
     # -- per-step hooks, previews, state ------------------------------------------------------
     def end_step(self, ctx: StepContext) -> dict[str, float]:
         logs: dict[str, float] = {}
+        # Fold this step's statistics into the running averages (means over all processes' items).
+        w, pl = self._stats["w"], self._stats["pl"]
+        if w and self._mapping is not None:
+            self._mapping.track_w_avg(ctx.reduce_mean(torch.cat(w).mean(dim=0)))
+        if pl:
+            mean = ctx.reduce_mean(torch.cat(pl).mean())
+            self.pl_mean.copy_(self.pl_mean.lerp(mean, self.cfg.loss.pl_decay))
+        self._stats = {"w": [], "pl": []}
         if self.ada is not None and (ctx.step + 1) % self.cfg.augment.interval == 0:
             rt = self.ada.update()
             if rt is not None:
@@ -362,6 +376,7 @@ class StyleGAN2Generator:
         self.G.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
         self.G.to(self.device).eval().requires_grad_(False)
         self.checkpoint = {"path": str(path.relative_to(run.root)), "sha256": sha256_file(path)}
+        self._centre_cache: dict[tuple[float, ...], torch.Tensor] = {}
 
     @torch.no_grad()
     def sample(self, cond: Mapping[str, torch.Tensor], seeds: Sequence[int], *, sampler: str | None = None,
@@ -376,12 +391,24 @@ class StyleGAN2Generator:
         if not 0.0 <= psi <= 2.0:
             raise UsageError(f"--truncation {psi} is outside [0, 2] (1 = none, 0.5-0.8 typical)")
         c = self.layout.encode({k: v.to(self.device) for k, v in cond.items()}, batch=len(seeds), device=self.device)
+        w_avg = self._centres(c) if psi != 1 and self.sampling.class_truncation and self.G.c_dim > 0 else None
         images = self.G.sample(c, seeds=seeds, truncation_psi=psi, truncation_cutoff=self.sampling.truncation_cutoff,
-                               class_truncation=self.sampling.class_truncation,
-                               w_avg_samples=self.sampling.w_avg_samples, noise_mode=self.sampling.noise_mode)
+                               class_truncation=False, w_avg=w_avg, noise_mode=self.sampling.noise_mode)
         images = images.float().clamp(-1.0, 1.0)
         assert tuple(images.shape) == (len(seeds), *self.info.shape), images.shape
         return images
+
+
+    def _centres(self, c: torch.Tensor) -> torch.Tensor:
+        """Per-condition truncation centres [B, w_dim], each distinct condition computed once per generator."""
+        keys = [tuple(row) for row in c.cpu().tolist()]
+        missing = sorted(set(keys) - set(self._centre_cache))
+        if missing:
+            rows = torch.tensor(missing, dtype=c.dtype, device=c.device)
+            for key, centre in zip(missing, self.G.condition_w_avg(rows, num_samples=self.sampling.w_avg_samples),
+                                   strict=True):
+                self._centre_cache[key] = centre
+        return torch.stack([self._centre_cache[k] for k in keys])
 
 
 def load_generator(run: RunFolder, device: torch.device) -> StyleGAN2Generator:

@@ -142,6 +142,7 @@ def _batch(keys):
 
 def test_every_phase_gives_a_finite_loss_and_gradients_for_all_weights() -> None:
     task, G, D = _task({"augment": {"p": 0.5, "target": None}})
+    task.make_optimizers({"G": G, "D": D})
     keys = [0, 1, 2, 3]
     for phase in task.phases():
         nets = {"G": G, "D": D}
@@ -154,7 +155,13 @@ def test_every_phase_gives_a_finite_loss_and_gradients_for_all_weights() -> None
         trained = G if phase.trains == ("G",) else D
         missing = [n for n, p in trained.named_parameters() if p.grad is None]
         assert not missing, (phase.name, missing)  # DDP needs a gradient for every weight
-    assert task.pl_mean.item() > 0
+    # Running averages move once per step, by the mean over the step's items.
+    lengths, ws = torch.cat(task._stats["pl"]), torch.cat(task._stats["w"])
+    assert task.pl_mean.item() == 0 and ws.shape == (4, 8) and lengths.shape == (2,)  # pl_batch_shrink 2
+    task.end_step(_ctx(keys, phase))
+    assert task.pl_mean.item() == pytest.approx(0.01 * lengths.mean().item())
+    torch.testing.assert_close(G.mapping.w_avg, 0.002 * ws.mean(0))
+    assert task._stats == {"w": [], "pl": []}
     # Same keys, same loss: nothing depends on global random state.
     phase = task.phases()[0]
     G.requires_grad_(True)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from imgsynth.config import load_config
 from imgsynth.contracts import Dataset, RunFolder
 from imgsynth.errors import UsageError
 from imgsynth.training.checkpoint import CheckpointStore
+from imgsynth.training.cli import launch_command
 from imgsynth.training.run import train
 from imgsynth.training.task import get_family
 
@@ -54,22 +52,17 @@ def _config(steps: int, *extra: str):
     return load_config("stylegan2_2d_tiny", _overrides(steps, *extra))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.ddp
 def test_two_process_ddp_keeps_ranks_identical(tiny_dataset: Dataset, tmp_path: Path) -> None:
+    """2 processes x 4 images end with identical weights on both ranks, equal to 1 process x 2 micro-batches."""
     out, run = tmp_path / "out", tmp_path / "run"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), str(REPO / "tests" / "training" / "stylegan2_ddp_worker.py"),
-           str(tiny_dataset.root), str(run), str(out)]
+    cmd, env = launch_command([], 2, cpu=True)
+    module_at = cmd.index("-m", cmd.index("--multi_gpu"))
+    cmd = [*cmd[:module_at], str(REPO / "tests" / "training" / "stylegan2_ddp_worker.py"), str(tiny_dataset.root),
+           str(run), str(out)]
     for item in _overrides(4):
         cmd += ["--set", item]
+    env = {**env, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -83,6 +76,13 @@ def test_two_process_ddp_keeps_ranks_identical(tiny_dataset: Dataset, tmp_path: 
     saved = load_file(str(RunFolder(run).weights_path("stylegan2")))
     assert {k.split(".")[0] for k in saved} == {"G", "D"}
     assert RunFolder(run).model_info().stages["stylegan2"].step == 4
+    # The same global batches in one process (micro-batches of 4 with accumulation): the same result.
+    straight = tmp_path / "straight"
+    train(tiny_dataset.root, straight, _config(4, "stages.stylegan2.batch_gpu=4"))
+    a, b = _final_state(straight), _final_state(run)
+    assert a.keys() == b.keys() and "task/ada.pipe.p" in a
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=2e-5, msg=key)
 
 
 def _task_state(run: Path, step: int) -> dict[str, torch.Tensor]:
@@ -211,3 +211,12 @@ def test_short_run_on_chest_xrays(shared_data: Path, tmp_path: Path) -> None:
     assert main(["generate", str(run), str(tmp_path / "bad"), "--n", "2", "--guidance", "2", "--device", "cpu"]) == 2
     assert main(["generate", str(run), str(tmp_path / "bad"), "--n", "2", "--steps", "5", "--device", "cpu"]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def test_generate_refuses_options_a_family_does_not_take(straight_run: Path, tmp_path: Path) -> None:
+    """--truncation is StyleGAN2's option: on a diffusion run it is a usage error, before anything is written."""
+    from imgsynth.generate.api import generate
+
+    with pytest.raises(UsageError, match=r"--truncation does not apply to a ldm model \(its options: none\)"):
+        generate(straight_run, tmp_path / "out", n=2, options={"truncation": 0.7}, device="cpu")
+    assert not (tmp_path / "out").exists()
