@@ -7,7 +7,6 @@ printed on one line (``--debug`` adds the traceback) and mapped to the exit code
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 import traceback
@@ -119,7 +118,7 @@ def _register_stages() -> None:
 
     Each stage package has a light ``cli.py`` with ``register(app)``; one line per stage here.
     """
-    importlib.import_module("imgsynth.deid.cli").register(app)
+    __import__("imgsynth.deid.cli", fromlist=["register"]).register(app)
     from imgsynth.generate import cli as generate_cli
     from imgsynth.training import cli as training_cli
 

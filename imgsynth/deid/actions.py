@@ -25,6 +25,7 @@ from pydicom.uid import UID_dictionary
 import imgsynth
 from imgsynth.deid.config import DeidConfig
 from imgsynth.deid.dates import shift_value
+from imgsynth.deid.files import text_value
 from imgsynth.deid.keys import Keyring
 from imgsynth.deid.phi import (
     DUMMY_DATE,
@@ -34,8 +35,10 @@ from imgsynth.deid.phi import (
     Kind,
     Needle,
     NeedleIndex,
+    keeps_class_uid,
     row_kind,
     scrub,
+    values_of,
 )
 from imgsynth.deid.private import SafePrivate, parse_safe_tag, safe_index
 from imgsynth.deid.profile import (
@@ -111,17 +114,6 @@ class Outcome:
     pseudonyms: dict[str, tuple[str, str]]  # kind -> (original, pseudonym)
 
 
-def values_of(value: object) -> list[str]:
-    """An element value as a list of strings (multi-valued values split)."""
-    if value is None:
-        return []
-    if isinstance(value, str | bytes):
-        return [value.decode("latin-1") if isinstance(value, bytes) else value]
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return [str(v) for v in value]
-    return [str(value)]
-
-
 _STRING_VRS = frozenset({*TEXT_VRS, "DA", "DT", "TM", "UI", "DS", "IS"})
 
 
@@ -145,13 +137,9 @@ def _vr_of(elem: DataElement | RawDataElement, entry: Entry) -> str:
 
 def iod_contexts(ds: Dataset) -> tuple[str, ...]:
     """The IOD family contexts of :data:`~imgsynth.deid.profile.TYPE_HINTS` for a dataset."""
-    sop = str(ds.get("SOPClassUID", "") or "")
+    sop = text_value(ds, 0x00080016)
     out = []
-    if (
-        sop in ENHANCED_SOP_CLASSES
-        or "SharedFunctionalGroupsSequence" in ds
-        or "PerFrameFunctionalGroupsSequence" in ds
-    ):
+    if sop in ENHANCED_SOP_CLASSES or 0x52009229 in ds or 0x52009230 in ds:  # functional groups
         out.append("enhanced")
     if sop.startswith("1.2.840.10008.5.1.4.1.1.88."):
         out.append("sr")
@@ -161,7 +149,7 @@ def iod_contexts(ds: Dataset) -> tuple[str, ...]:
         out.append("waveform")
     if sop.startswith("1.2.840.10008.5.1.4.1.1.11."):
         out.append("presentation")
-    if sop in ("1.2.840.10008.5.1.4.1.1.128", "1.2.840.10008.5.1.4.1.1.130") or ds.get("Modality") == "PT":
+    if sop in ("1.2.840.10008.5.1.4.1.1.128", "1.2.840.10008.5.1.4.1.1.130") or text_value(ds, 0x00080060) == "PT":
         out.append("pet")
     return tuple(out)
 
@@ -224,9 +212,7 @@ class Deidentifier:
     # -- public ------------------------------------------------------------------------------
     def deidentify(self, ds: Dataset, *, pixels_cleaned: bool = False) -> Outcome:
         """De-identify ``ds`` in place (file meta is the caller's: see :mod:`imgsynth.deid.files`)."""
-        charset = ds.get("SpecificCharacterSet", "")
-        charset_text = "\\".join(charset) if not isinstance(charset, str) else charset
-        charset_text = charset_text.strip()
+        charset_text = text_value(ds, 0x00080005)
         state = FileState(
             contexts=iod_contexts(ds), simple_charset=charset_text in _SIMPLE_CHARSETS,
             text_codec="utf-8" if charset_text == "ISO_IR 192" else "latin-1",
@@ -247,14 +233,14 @@ class Deidentifier:
 
     def _patient_key(self, ds: Dataset) -> str:
         """What identifies the patient of ``ds`` (pseudonyms and date offsets derive from it)."""
-        pid = str(ds.get("PatientID", "") or "").strip()
+        pid = text_value(ds, PATIENT_ID)
         if pid:
-            return f"id\x00{str(ds.get('IssuerOfPatientID', '') or '').strip()}\x00{pid}"
-        name = str(ds.get("PatientName", "") or "").strip()
+            return f"id\x00{text_value(ds, ISSUER_OF_PATIENT_ID)}\x00{pid}"
+        name = text_value(ds, PATIENT_NAME)
         if name:
-            return f"name\x00{name}\x00{ds.get('PatientBirthDate', '')}"
-        study = str(ds.get("StudyInstanceUID", "") or "").strip()
-        return f"study\x00{study}" if study else f"instance\x00{ds.get('SOPInstanceUID', '')}"
+            return f"name\x00{name}\x00{text_value(ds, PATIENT_BIRTH_DATE)}"
+        study = text_value(ds, 0x0020000D)
+        return f"study\x00{study}" if study else f"instance\x00{text_value(ds, 0x00080018)}"
 
     # -- the walk ----------------------------------------------------------------------------
     def _walk(
@@ -302,7 +288,7 @@ class Deidentifier:
         if vr == "SQ":
             return "K"
         if vr == "UI":
-            retain = Option.RETAIN_UIDS in self.options or entry.keyword.endswith(("ClassUID", "TransferSyntaxUID"))
+            retain = Option.RETAIN_UIDS in self.options or keeps_class_uid(entry.keyword)
             return "K" if retain else "U?"
         if vr in TIME_VRS:
             return "K" if self.full_dates else "C" if self.modified_dates else "X"
@@ -365,7 +351,8 @@ class Deidentifier:
 
     def _map_uids(self, ds: Dataset, t: int, st: FileState, *, only_instances: bool) -> bool:
         """Replace the UIDs of one element (U); returns False when nothing needed replacing."""
-        values = values_of(ds[t].value) or [""]
+        value = ds.get_item(t).value
+        values = (value.decode("latin-1").split("\\") if isinstance(value, bytes) else values_of(value)) or [""]
         if only_instances and all(v.strip() in UID_dictionary or not v.strip() for v in values):
             return False
         new = []
@@ -383,7 +370,7 @@ class Deidentifier:
         return True
 
     def _pseudonymise(self, ds: Dataset, t: int, vr: str, st: FileState, patient_key: str | None) -> None:
-        original = str(ds[t].value or "").strip()
+        original = str(_value(ds, t, ds.get_item(t), vr, st) or "").strip()
         if patient_key is not None:  # top level: the file's patient
             pseudo = self.patient_pseudonym(patient_key)
         elif original:  # an ID inside a sequence: its own keyed pseudonym
@@ -490,8 +477,10 @@ class Deidentifier:
         codes_ = [BASIC_PROFILE_CODE] + ([CLEAN_PIXEL_DATA_CODE] if pixels_cleaned else [])
         return codes_ + sorted(OPTION_CODES[o] for o in self.options)
 
-    @functools.cache  # noqa: B019  (built once per Deidentifier; the items are only ever written)
-    def _code_items(self, pixels_cleaned: bool) -> tuple[Dataset, ...]:
+    @functools.cache  # noqa: B019  (built once per Deidentifier; the elements are only ever written)
+    def _marks(self, pixels_cleaned: bool) -> tuple[DataElement, ...]:
+        """PatientIdentityRemoved, DeidentificationMethod (+ code sequence) and
+        LongitudinalTemporalInformationModified, the same for every file of a run."""
         items = []
         for code in self.method_codes(pixels_cleaned):
             item = Dataset()
@@ -499,14 +488,16 @@ class Deidentifier:
             item.CodingSchemeDesignator = "DCM"
             item.CodeMeaning = _CODE_MEANINGS[code]
             items.append(item)
-        return tuple(items)
+        dates = "UNMODIFIED" if self.full_dates else "MODIFIED" if self.modified_dates else "REMOVED"
+        return (
+            DataElement(0x00120062, "CS", "YES"),
+            DataElement(0x00120063, "LO", f"imgsynth {imgsynth.__version__} PS3.15 Annex E"[:64]),
+            DataElement(0x00120064, "SQ", Sequence(items)),
+            DataElement(0x00280303, "CS", dates),
+        )
 
     def _mark(self, ds: Dataset, pixels_cleaned: bool) -> None:
-        ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = f"imgsynth {imgsynth.__version__} PS3.15 Annex E"[:64]
-        ds.DeidentificationMethodCodeSequence = Sequence(self._code_items(pixels_cleaned))
-        ds.LongitudinalTemporalInformationModified = (
-            "UNMODIFIED" if self.full_dates else "MODIFIED" if self.modified_dates else "REMOVED"
-        )
+        for elem in self._marks(pixels_cleaned):
+            ds[elem.tag] = elem
         if pixels_cleaned and "BurnedInAnnotation" in ds:
             ds.BurnedInAnnotation = "NO"

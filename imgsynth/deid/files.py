@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pydicom
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
@@ -39,6 +39,18 @@ _TAG_IN_TEXT = re.compile(r"\(([0-9A-Fa-f]{4}),\s*([0-9A-Fa-f]{4})\)")
 def _tag_hint(text: str) -> str:
     m = _TAG_IN_TEXT.search(text)
     return f" at ({m.group(1).upper()},{m.group(2).upper()})" if m else ""
+
+
+def text_value(ds: Dataset, tag: int) -> str:
+    """A string element's value as stripped text, decoded straight from its raw bytes when pydicom
+    has not converted it yet (for the few attributes read to decide what to do with a file)."""
+    elem = ds.get_item(tag)
+    if elem is None:
+        return ""
+    value = elem.value
+    if isinstance(value, bytes):
+        return value.decode("latin-1").strip(" \x00")
+    return "" if value is None else str(value).strip(" \x00")
 
 
 def describe_error(exc: BaseException) -> str:
@@ -82,8 +94,7 @@ def read_dataset(path: Path) -> tuple[Dataset, list[str]]:
     ):
         raise InputError("DICOMDIR (media directory), not an instance: rebuild it from the de-identified files")
     try:
-        sop_class = str(ds.get("SOPClassUID", "") or "").strip()
-        sop_instance = str(ds.get("SOPInstanceUID", "") or "").strip()
+        sop_class, sop_instance = text_value(ds, 0x00080016), text_value(ds, 0x00080018)
     except Exception:
         raise InputError("not a DICOM file (unreadable SOP Class/Instance UID)") from None
     if not sop_class or not sop_instance:
@@ -92,14 +103,23 @@ def read_dataset(path: Path) -> tuple[Dataset, list[str]]:
         raise InputError("not a DICOM file (no DICM prefix, no SOP Class/Instance UID)")
     _check_complete(ds)
     _check_pixel_length(ds)
+    _match_encoding(ds)
     return ds, notes
+
+
+def _match_encoding(ds: Dataset) -> None:
+    """Record the encoding the elements were really read in (a file meta may claim explicit VR for
+    an implicit dataset), so that writing them in the file's transfer syntax converts them."""
+    first = ds.get_item(next(iter(ds.keys()))) if len(ds) else None
+    if isinstance(first, RawDataElement) and (first.is_implicit_VR, first.is_little_endian) != ds.original_encoding:
+        ds.set_original_encoding(first.is_implicit_VR, first.is_little_endian, ds.original_character_set)
 
 
 def _check_complete(ds: Dataset) -> None:
     """A file cut short leaves its last element shorter than its declared length."""
     if not len(ds):
         return
-    last = max(ds.keys())
+    last = next(reversed(ds.keys()))  # elements are read in tag order
     raw = ds.get_item(last, keep_deferred=True)
     if isinstance(raw, RawDataElement) and raw.value is not None and raw.length != 0xFFFFFFFF and len(raw.value) < raw.length:
         t = int(last)
@@ -142,11 +162,10 @@ def transfer_syntax(ds: Dataset) -> UID:
 def prepare_file_meta(ds: Dataset, ts: UID) -> None:
     """Zero preamble and rebuilt file meta (MediaStorageSOPInstanceUID = SOPInstanceUID)."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ts
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    for tag, value in ((0x00020002, text_value(ds, 0x00080016)), (0x00020003, text_value(ds, 0x00080018)),
+                       (0x00020010, ts), (0x00020012, PYDICOM_IMPLEMENTATION_UID)):
+        meta[tag] = DataElement(tag, "UI", value)
+    meta[0x00020013] = DataElement(0x00020013, "SH", IMPLEMENTATION_VERSION)
     ds.file_meta = meta
     ds.preamble = b"\x00" * 128
 

@@ -143,6 +143,14 @@ class NeedleIndex:
         self.dates: dict[str, Needle] = {}
         self.wide: dict[str, Needle] = {}  # non-ASCII values, for the raw-byte scan
         self.vocabulary: set[tuple[str, ...]] = set()
+        self._probes: frozenset[str] | None = None
+
+    @property
+    def probes(self) -> frozenset[str]:
+        """Substrings that any match contains (rebuilt after each change of the index)."""
+        if self._probes is None:
+            self._probes = frozenset((*self.single, *self.multi, *self.uids, *self.dates))
+        return self._probes
 
     def __len__(self) -> int:
         return len(self.single) + sum(len(v) for v in self.multi.values()) + len(self.uids) + len(self.dates)
@@ -152,6 +160,7 @@ class NeedleIndex:
 
     # -- adding ------------------------------------------------------------------------------
     def add_tokens(self, toks: tuple[str, ...], needle: Needle) -> None:
+        self._probes = None
         toks = tuple(t for t in toks if t)
         if not toks or all(t in PLACEHOLDERS for t in toks) or sum(map(len, toks)) < MIN_NEEDLE_CHARS:
             return
@@ -169,6 +178,7 @@ class NeedleIndex:
 
     def add_value(self, vr: str, value: object, needle: Needle) -> None:
         """Add every identifying part of one element value (multi-valued values split)."""
+        self._probes = None
         for text in _strings(value):
             if needle.kind is Kind.UID:
                 if len(text) >= MIN_UID_CHARS and (is_uid_like(text) or text.isalnum()):
@@ -198,6 +208,7 @@ class NeedleIndex:
     def prune(self, common_words: frozenset[str] = frozenset()) -> None:
         """Drop institution values that occur inside the vocabulary (vendor and coding names),
         and single-word names that are ``common_words`` (see :func:`standard_words`)."""
+        self._probes = None
         for tok, needle in list(self.single.items()):
             if needle.kind is Kind.NAME and tok in common_words:
                 del self.single[tok]
@@ -224,8 +235,10 @@ class NeedleIndex:
         if not text:
             return []
         upper = text.upper()
-        if len(upper) != len(text):
-            upper = text
+        if len(upper) != len(text):  # e.g. "ß" -> "SS": upper-case character by character instead
+            upper = "".join(c.upper() if len(c.upper()) == 1 else c for c in text)
+        if not any(p in upper for p in self.probes):  # cheap pre-check: no needle can match
+            return []
         found = [(m.start(), m.end(), m.group()) for m in _TOKEN.finditer(upper)]
         hits: list[Hit] = []
         for i, (start, end, tok) in enumerate(found):
@@ -283,6 +296,24 @@ def standard_words() -> frozenset[str]:
             for meaning, _cids in codes.values():
                 words.update(tokens(meaning))
     return frozenset(w for w in words if w.isalpha())
+
+
+def values_of(value: object) -> list[str]:
+    """An element value as a list of strings (multi-valued values split, names as text)."""
+    if value is None:
+        return []
+    if isinstance(value, bytes):
+        return [value.decode("latin-1")]
+    if isinstance(value, str | PersonName):
+        return [str(value)]
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def keeps_class_uid(keyword: str) -> bool:
+    """UIDs that name a class or an encoding (SOP class, transfer syntax), never an instance."""
+    return keyword.endswith(("ClassUID", "TransferSyntaxUID"))
 
 
 def _strings(value: object) -> Iterable[str]:

@@ -12,17 +12,18 @@ uncompressed transfer syntax, re-encoded for RLE Lossless, otherwise as Explicit
 
 from __future__ import annotations
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, RLELossless
 
 from imgsynth.deid.config import CleanRule, PixelsConfig
+from imgsynth.deid.files import text_value
 
 PIXEL_DATA = 0x7FE00010
 
 
 def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword, "")
-    return str(value or "").strip().upper()
+    return text_value(ds, tag_for_keyword(keyword)).upper()
 
 
 def pixel_risk(ds: Dataset, cfg: PixelsConfig) -> str | None:
@@ -31,7 +32,7 @@ def pixel_risk(ds: Dataset, cfg: PixelsConfig) -> str | None:
         return "burned-in text risk: BurnedInAnnotation is YES"
     if _text(ds, "RecognizableVisualFeatures") == "YES":
         return "recognizable visual features: RecognizableVisualFeatures is YES"
-    sop = str(ds.get("SOPClassUID", "") or "")
+    sop = text_value(ds, 0x00080016)
     if sop in cfg.risky_sop_classes:
         kind = "identifying content risk" if sop.startswith("1.2.840.10008.5.1.4.1.1.104.") else "burned-in text risk"
         return f"{kind}: {UID(sop).name or sop}"

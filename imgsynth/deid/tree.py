@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from imgsynth.batch import iter_minibatches
-from imgsynth.config import ConfigBase, config_hash, config_to_dict, load_config
+from imgsynth.config import config_hash, config_to_dict, load_config, validate_config
 from imgsynth.contracts import (
     DEID_QUARANTINE,
+    DEID_REPORT,
     DeidReport,
     append_audit,
     read_audit,
@@ -40,7 +41,6 @@ from imgsynth.utils.log import get_logger
 
 log = get_logger("deid")
 _UID_PATH = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-RECORD_FILES = ("audit.jsonl", "quarantine.jsonl", "report.json")
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,11 @@ class DeidSummary:
     @property
     def exit_code(self) -> int:
         return EXIT_PARTIAL if self.counts.get("quarantined", 0) else EXIT_OK
+
+    @property
+    def quarantined(self) -> list[tuple[str, str]]:
+        """(input path, reason) of the inputs of this call that were not de-identified."""
+        return [(r["path"], r["reason"]) for r in self.results if r["status"] == "quarantined"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,10 +170,11 @@ def _process(item: WorkItem, job: Job, deid: Any) -> dict[str, Any]:
 def _output_name(ds: Any, item: WorkItem, layout: str) -> str:
     if layout == "mirror":
         return item.label
+    from imgsynth.deid.files import text_value
+
     parts = []
-    for keyword, fallback in (("StudyInstanceUID", "unknown-study"), ("SeriesInstanceUID", "unknown-series"),
-                              ("SOPInstanceUID", None)):
-        uid = str(ds.get(keyword, "") or "").strip()
+    for tag, fallback in ((0x0020000D, "unknown-study"), (0x0020000E, "unknown-series"), (0x00080018, None)):
+        uid = text_value(ds, tag)
         if not _UID_PATH.match(uid) or len(uid) > 64:
             uid = fallback or ("instance-" + hashlib.sha256(uid.encode()).hexdigest()[:32])
         parts.append(uid)
@@ -242,29 +248,28 @@ def _check_paths(roots: Sequence[Path], out: Path, mapping: Path | None, quarant
                 raise UsageError(f"{what} {path} must lie outside input {root} (inputs are never modified)")
     if out.exists() and not out.is_dir():
         raise UsageError(f"OUT_DIR {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "report.json").is_file():
+    if out.is_dir() and any(out.iterdir()) and not (out / DEID_REPORT).is_file():
         raise UsageError(f"OUT_DIR {out} is not empty and holds no earlier de-identification run; choose an empty folder")
 
 
 def resolve_config(
-    config: str | Path | DeidConfig | None, options: Iterable[str] = (), overrides: Iterable[str] = ()
+    config: str | Path | DeidConfig | None, options: Iterable[str] = (), overrides: Iterable[str] = (),
+    **updates: Any,
 ) -> DeidConfig:
-    """A :class:`DeidConfig` from a built-in name, a path or an object, plus options and ``--set``."""
+    """A :class:`DeidConfig` from a built-in name, a path or an object, plus ``--option``s, ``--set``
+    overrides and keyword ``updates`` (``workers=4``, ``layout="mirror"``; None values ignored)."""
     if isinstance(config, DeidConfig):
-        cfg = config
         if overrides:
             raise UsageError("--set overrides need a config name or path, not a config object")
+        cfg = config
     else:
-        cfg = load_config(config or "deid_basic", list(overrides), expect_kind="deid")  # type: ignore[assignment]
-    extra = list(options)
-    if extra:
-        data = cfg.model_dump(mode="json")
-        data["options"] = [*data["options"], *extra]
-        from imgsynth.config import validate_config
-
-        cfg = validate_config(DeidConfig, data, source="--option")
-    assert isinstance(cfg, ConfigBase)
-    return cfg  # type: ignore[return-value]
+        loaded = load_config(config or "deid_basic", list(overrides), expect_kind="deid")
+        assert isinstance(loaded, DeidConfig)
+        cfg = loaded
+    data = cfg.model_dump(mode="json")
+    data["options"] = [*data["options"], *options]
+    data.update({k: v for k, v in updates.items() if v is not None})
+    return validate_config(DeidConfig, data, source="command line")
 
 
 def anonymize_tree(
@@ -285,24 +290,18 @@ def anonymize_tree(
     """De-identify every file under ``inputs`` into ``out_dir`` (PS3.15 Annex E); see README.md.
 
     The key comes from ``keyring`` (a :class:`Keyring` or the secret itself), ``key_file``, a new
-    key file ``new_key`` or ``$IMGSYNTH_DEID_KEY`` (in that order); without any the call is refused. Re-running resumes: inputs
-    already de-identified (per ``audit.jsonl``, output present) are skipped.
+    key file ``new_key`` or ``$IMGSYNTH_DEID_KEY`` (in that order); without any the call is refused.
+    Re-running resumes: inputs already de-identified (per ``audit.jsonl``, output present) are skipped.
     """
     roots = [Path(p) for p in ([inputs] if isinstance(inputs, str | Path) else inputs)]
     out = Path(out_dir)
     mapping_path = Path(mapping) if mapping is not None else None
     qdir = Path(quarantine_dir) if quarantine_dir is not None else None
-    cfg = resolve_config(config, options, overrides)
-    updates: dict[str, Any] = {}
-    if workers is not None:
-        updates["workers"] = workers
-    if layout is not None:
-        updates["layout"] = layout
-    if updates:
-        from imgsynth.config import validate_config
-
-        cfg = validate_config(DeidConfig, {**cfg.model_dump(mode="json"), **updates}, source="command line")
+    cfg = resolve_config(config, options, overrides, workers=workers, layout=layout)
     _check_paths(roots, out, mapping_path, qdir)
+    if cfg.layout == "mirror":
+        log.warning("--layout mirror keeps input file and folder names in OUT_DIR: use it only for trees "
+                    "whose names identify no one")
     if isinstance(keyring, str | bytes):
         keyring = Keyring(keyring)
     keys = keyring or load_keyring(key_file=key_file, new_key=new_key, out_dir=out, inputs=tuple(roots))
@@ -314,7 +313,9 @@ def anonymize_tree(
     identity = {k: v for k, v in job_config.items() if k not in ("workers", "batch_size")}
     chash = config_hash(DeidConfig.model_validate({**identity, "workers": 1, "batch_size": 16}))
     out.mkdir(parents=True, exist_ok=True)
-    previous = _previous_run(out, keys, chash, cfg)
+    previous = _previous_run(out, keys, chash)
+    for stale in out.rglob(".*.part"):  # temporary files of a run that was killed
+        stale.unlink(missing_ok=True)
 
     from imgsynth.deid.actions import Deidentifier
 
@@ -369,8 +370,9 @@ def anonymize_tree(
     by_id = {it.input_id: it for it in items}
     for r in results:
         r.setdefault("path", by_id[r["input"]].path)
-    log.debug("de-identified %d of %d inputs (%d quarantined, %d resumed) into %s",
-             counts["done"], counts["inputs"], counts["quarantined"], resumed, out)
+    if counts["renamed"]:
+        log.warning("%d input(s) share an output name with different content (the same SOP Instance UID "
+                    "stored differently): written with a _N suffix, see the notes in audit.jsonl", counts["renamed"])
     return DeidSummary(out, counts, reasons, keys.fingerprint, results)
 
 
@@ -387,9 +389,9 @@ def _already_done(record: dict[str, Any] | None, out: Path) -> bool:
     return path.is_file() and (record.get("size") is None or path.stat().st_size == record["size"])
 
 
-def _previous_run(out: Path, keys: Keyring, chash: str, cfg: DeidConfig) -> dict[str, dict[str, Any]]:
+def _previous_run(out: Path, keys: Keyring, chash: str) -> dict[str, dict[str, Any]]:
     """Audit lines of an earlier run into ``out`` (checked to be made with the same key and config)."""
-    if not (out / "report.json").is_file():
+    if not (out / DEID_REPORT).is_file():
         return {}
     try:
         report = read_deid_report(out)

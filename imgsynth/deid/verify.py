@@ -16,7 +16,6 @@ other real dates).
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,8 +24,8 @@ from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.valuerep import PersonName
 
+from imgsynth.contracts import DEID_AUDIT, DEID_QUARANTINE, DEID_REPORT
 from imgsynth.deid.phi import (
     DATE_VRS,
     TEXT_VRS,
@@ -34,16 +33,18 @@ from imgsynth.deid.phi import (
     Kind,
     Needle,
     NeedleIndex,
+    is_uid_like,
+    keeps_class_uid,
     row_kind,
     standard_words,
+    values_of,
 )
 from imgsynth.deid.profile import CODE_OPTIONS, Option, load_table
 from imgsynth.errors import UsageError
 from imgsynth.utils.io import atomic_write_json
 
-_CLASS_UID = re.compile(r"(ClassUID|TransferSyntaxUID)$")
 _PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)
-_RECORDS = ("audit.jsonl", "quarantine.jsonl", "report.json")
+_RECORDS = (DEID_AUDIT, DEID_QUARANTINE, DEID_REPORT)
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def collect_values(ds: Dataset, index: NeedleIndex) -> None:
                 kind, retained = row_kind(row), row.retained_by
             elif vr == "PN":
                 kind, retained = Kind.NAME, frozenset()
-            elif vr == "UI" and not _CLASS_UID.search(elem.keyword or "") and (tag >> 16) & 1 == 0:
+            elif vr == "UI" and not keeps_class_uid(elem.keyword or "") and (tag >> 16) & 1 == 0:
                 kind, retained = Kind.UID, frozenset({Option.RETAIN_UIDS})
             else:
                 continue
@@ -129,8 +130,7 @@ def collect_values(ds: Dataset, index: NeedleIndex) -> None:
                 continue
             if kind is Kind.UID:
                 retained = retained | {Option.RETAIN_UIDS}
-                values = [str(v) for v in (elem.value if isinstance(elem.value, list | tuple) or type(elem.value).__name__ == "MultiValue" else [elem.value])]
-                values = [v for v in values if v and v not in pydicom.uid.UID_dictionary]
+                values = [v for v in values_of(elem.value) if v and v not in pydicom.uid.UID_dictionary]
                 if not values:
                     continue
                 index.add_value("UI", "\\".join(values), Needle(kind, elem.keyword or str(tag), retained))
@@ -174,21 +174,12 @@ def _scan_dataset(ds: Dataset, index: NeedleIndex, options: frozenset[Option], p
         if value is None or value == "":
             continue
         if vr == "UI":
-            for v in (value if not isinstance(value, str) else [value]):
-                needle = index.find_uid(str(v), options)
+            for v in values_of(value):
+                needle = index.find_uid(v, options)
                 if needle is not None:
                     yield where, needle
         elif vr in TEXT_VRS or vr in DATE_VRS or vr in ("DS", "IS", "UN", "OB") or (tag >> 16) & 1:
-            if isinstance(value, bytes):
-                text = value.decode("latin-1")
-            elif isinstance(value, str | PersonName):
-                text = str(value)
-            else:
-                try:
-                    text = "\\".join(str(v) for v in value)
-                except TypeError:
-                    text = str(value)
-            for hit in index.find_text(text, options):
+            for hit in index.find_text("\\".join(values_of(value)), options):
                 yield where, hit.needle
 
 
@@ -289,7 +280,9 @@ def _verify(out: Path, roots: list[Path], report: str | Path | None) -> VerifyRe
     # Input file and folder names must not reappear as output names (unless --layout mirror was chosen).
     layout, run_options = _run_settings(out)
     mirror = layout == "mirror"
-    input_names = set() if mirror else {n.upper() for n in names if len(n) >= 4}
+    input_names: set[str] = set()
+    for name in () if mirror else names:
+        input_names.update(n.upper() for n in (name, name.rsplit(".", 1)[0]) if len(n) >= 4)
     hits: list[VerifyHit] = []
     n_outputs = 0
     for path in _files(out):
@@ -302,8 +295,10 @@ def _verify(out: Path, roots: list[Path], report: str | Path | None) -> VerifyRe
         n_outputs += 1
         hits.extend(scan_output(path, rel, index, mirror=mirror))
         for part in path.relative_to(out).parts:
-            stem = part.rsplit(".", 1)[0].upper() if part.endswith(".dcm") else part.upper()
-            if part.upper() in input_names or (stem in input_names and not stem.startswith("2.25.")):
+            stem = part.rsplit(".", 1)[0]
+            if is_uid_like(stem):  # UIDs are checked as UIDs (Retain UIDs may keep them)
+                continue
+            if part.upper() in input_names or stem.upper() in input_names:
                 hits.append(VerifyHit(rel, "file or folder name", "path", "an input file or folder name"))
     values = {
         "names_ids_text": len(index.single) + sum(len(v) for v in index.multi.values()),

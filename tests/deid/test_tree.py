@@ -71,7 +71,7 @@ def test_counts_add_up_and_every_input_is_accounted_for(run: dict) -> None:
 
 
 def test_malformed_inputs_are_quarantined_with_their_reason(run: dict) -> None:
-    reasons = {Path(r["path"]).name: r.get("reason", "") for r in run["summary"].results if r["status"] == "quarantined"}
+    reasons = {Path(path).name: reason for path, reason in run["summary"].quarantined}
     assert reasons["empty.dcm"] == "empty file"
     assert reasons["cut.dcm"].startswith("truncated")
     assert reasons["notes.txt"].startswith("not a DICOM file")
@@ -169,7 +169,10 @@ def test_resume_after_a_crash(tmp_path: Path, keyring) -> None:  # noqa: ANN001
     lines = (tmp_path / "out" / "audit.jsonl").read_text().splitlines()
     (tmp_path / "out" / "audit.jsonl").write_text("\n".join(lines[:3]) + '\n{"input": "trunc')
     (tmp_path / "out" / "quarantine.jsonl").unlink()
+    stale = next((tmp_path / "out").rglob("*.dcm")).with_name(".x.dcm.123.part")
+    stale.write_bytes(b"half a file")  # killed while writing
     second = anonymize_tree(inp, tmp_path / "out", keyring=keyring)
+    assert not stale.exists()
     assert second.counts["resumed"] == sum(json.loads(x)["status"] == "done" for x in lines[:3])
     assert second.counts["done"] == first.counts["done"] and second.counts["written"] == 0
     assert len((tmp_path / "out" / "audit.jsonl").read_text().splitlines()) == len(names)
