@@ -124,6 +124,7 @@ def _register_stages() -> None:
 
     training_cli.register(app)
     generate_cli.register(app)
+    __import__("imgsynth.data.cli", fromlist=["register"]).register(app)
     __import__("imgsynth.review.cli", fromlist=["register"]).register(app)
 
 

@@ -5,5 +5,6 @@ here; ``imgsynth.config.config_kinds()`` imports this module on first use.
 """
 
 import imgsynth.deid.config  # noqa: F401
+import imgsynth.data.config  # noqa: F401  (kind: preprocess)
 import imgsynth.review.config  # noqa: F401
 import imgsynth.training.config  # noqa: E402,F401  (kind: train)
