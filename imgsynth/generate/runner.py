@@ -185,7 +185,7 @@ def run_job(job: GenerateJob) -> Dataset:
     _barrier(state)
     saved = read_state(out) or {}
     settings.digests = digests
-    settings.provenance = _provenance(view, generator, settings, job.seed, family)
+    settings.provenance = _provenance(view, generator, settings, job.seed, family, info)
     if "dicom" in settings.formats:
         from imgsynth.generate.dicom import DicomSettings
 
@@ -379,10 +379,13 @@ def _finalize(out: Path, requests: Sequence[Any], conditions: Sequence[Condition
     log.info("wrote %d samples to %s", len(requests), out)
 
 
-def _provenance(view: Any, generator: Any, settings: Any, seed: int, family: str) -> dict[str, Any]:
+def _provenance(view: Any, generator: Any, settings: Any, seed: int, family: str,
+                info: DatasetInfo | None = None) -> dict[str, Any]:
+    """The record stamped on every file: the run, the weights, and the sampler settings actually used."""
     import imgsynth
 
     ckpt = generator.checkpoint
+    g = (info.generator if info is not None else None) or {}
     prov = {
         "generator": f"imgsynth {imgsynth.__version__}",
         "family": family,
@@ -392,9 +395,10 @@ def _provenance(view: Any, generator: Any, settings: Any, seed: int, family: str
         "set_seed": seed,
     }
     if generator.default_steps is not None:
-        prov.update({"sampler": settings.sampler or generator.samplers[0],
-                     "steps": settings.steps or generator.default_steps,
-                     "guidance": generator.default_guidance if settings.guidance is None else settings.guidance})
+        prov.update({"sampler": g.get("sampler") or settings.sampler or generator.samplers[0],
+                     "steps": g.get("steps") or settings.steps or generator.default_steps,
+                     "guidance": g.get("guidance", generator.default_guidance if settings.guidance is None
+                                       else settings.guidance)})
     prov.update({**getattr(generator, "options", {}), **settings.options})
     return prov
 

@@ -98,6 +98,9 @@ def test_deid_job_arguments_are_what_the_entry_script_reads() -> None:
     assert (args.input_root, args.output, args.key_file) == ("/mnt/x", "/mnt/x", "/mnt/x")
     assert args.config in builtin_config_names()
     assert "outputs.audit" in task.append_row_to  # audit lines never land among the DICOM files
+    preprocess = job.jobs["preprocess"].command
+    assert preprocess.startswith("imgsynth preprocess ")
+    assert re.search(r"--config (\S+)", preprocess).group(1) in builtin_config_names()
 
 
 def test_batch_deployment_settings_are_read_by_the_endpoint() -> None:
