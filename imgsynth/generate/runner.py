@@ -89,8 +89,8 @@ class GenerateJob:
             check_uid_root(self.uid_root.rstrip("."))
         out = Path(self.out_dir)
         ckpt = Path(self.checkpoint)
-        run_root = next((p for p in (ckpt, *ckpt.parents) if (p / "model.json").is_file()), ckpt)
-        if is_within(out, run_root):
+        run_root = next((p for p in (ckpt, *ckpt.parents) if (p / "model.json").is_file()), None)
+        if run_root is not None and is_within(out, run_root):
             raise UsageError(f"output folder {out} must not lie inside the run folder")
         if out.exists() and not out.is_dir():
             raise UsageError(f"{out} exists and is not a folder")
@@ -131,7 +131,6 @@ def run_job(job: GenerateJob) -> Dataset:
     from imgsynth.generate import api
     from imgsynth.generate.checkpoint import resolve_checkpoint
     from imgsynth.generate.outputs import default_precision
-    from imgsynth.generate.requests import build_requests, masks_from_dataset, read_conditions_csv
 
     state = _distributed()
     rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
@@ -161,7 +160,7 @@ def run_job(job: GenerateJob) -> Dataset:
         from imgsynth.generate.dicom import check_dicom
 
         check_dicom(generator.info, job.dicom_modality)
-    requests, conditions, digests = _requests(job, generator, build_requests, read_conditions_csv, masks_from_dataset)
+    requests, conditions, digests = _requests(job, generator)
     if job.evaluation:
         from imgsynth.generate.modelcard import find_evaluation
 
@@ -220,17 +219,20 @@ def run_job(job: GenerateJob) -> Dataset:
     return Dataset.read(out)
 
 
-def _requests(job: GenerateJob, generator: Any, build: Any, read_csv: Any, masks_from: Any) -> tuple[list, list[Condition], dict[str, str]]:
+def _requests(job: GenerateJob, generator: Any) -> tuple[list[Any], list[Condition], dict[str, str]]:
+    """Every request of the job (the same list in every process), the model's conditions, mask hashes."""
+    from imgsynth.generate.requests import build_requests, masks_from_dataset, read_conditions_csv
+
     info: DatasetInfo = generator.info
     conditions = [info.condition(name) for name in generator.condition_names]
     fixed = dict(job.conditions)
     for cond in conditions:  # mask files given on the command line: absolute paths
         if cond.type == "mask" and cond.name in fixed:
             fixed[cond.name] = str(Path(fixed[cond.name]).expanduser().resolve())
-    rows = read_csv(job.conditions_csv, conditions) if job.conditions_csv else None
-    masks = masks_from(job.masks_from, conditions) if job.masks_from else None
+    rows = read_conditions_csv(job.conditions_csv, conditions) if job.conditions_csv else None
+    masks = masks_from_dataset(job.masks_from, conditions) if job.masks_from else None
     digests: dict[str, str] = {}
-    requests = build(conditions, info, n=job.n, fixed=fixed, seed=job.seed, rows=rows, masks=masks, digests=digests)
+    requests = build_requests(conditions, info, n=job.n, fixed=fixed, seed=job.seed, rows=rows, masks=masks, digests=digests)
     return requests, conditions, digests
 
 
