@@ -10,10 +10,11 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("generate")
     def generate_command(
-        run_dir: Annotated[str, typer.Argument(help="Run folder written by 'imgsynth train' (its latest EMA weights), "
-                                               "or one checkpoint: RUN/checkpoints/<stage>[/step-N].", metavar="CHECKPOINT")],
+        run_dir: Annotated[str, typer.Argument(
+            help="Run folder written by 'imgsynth train' (its latest EMA weights), or one checkpoint: "
+                 "RUN/checkpoints/<stage> or RUN/checkpoints/<stage>/step-N.", metavar="CHECKPOINT")],
         out_dir: Annotated[str, typer.Argument(help="Sample set to write (a dataset folder, split 'synthetic'); "
-                                               "an interrupted one is resumed.")],
+                                               "an interrupted one is resumed.", metavar="OUT_DIR")],
         n: Annotated[int | None, typer.Option("--n", min=1, help="Number of images (default 16 without "
                                               "--conditions-csv).")] = None,
         condition: Annotated[list[str] | None, typer.Option("--condition", help="Fix a condition: name=value "

@@ -90,7 +90,6 @@ class EndpointSession:
         api.check_settings(self.generator, self.settings, family)
         info = self.generator.info
         self.conditions = [info.condition(name) for name in self.generator.condition_names]
-        self.settings.provenance = _provenance(self.view, self.generator, self.settings, 0, family)
         if "dicom" in formats:
             from imgsynth.generate.dicom import DicomSettings, check_dicom
 
@@ -101,6 +100,8 @@ class EndpointSession:
                                                 uid_root=uid_root)
         self.batch_size = batch_size
         self.info = api.sample_set_info(self.generator, self.settings, 0, self.view, 0)
+        self.settings.provenance = _provenance(self.view, self.generator, self.settings, 0, family, self.info)
+        self.settings.provenance.pop("set_seed")  # each request row has its own seed
         self.journal = self.out / ".generate" / f"done-{socket.gethostname()}-{os.getpid()}.jsonl"
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.out / ".generate" / "endpoint.json", {

@@ -20,6 +20,8 @@ from imgsynth.errors import EXIT_FAILED, ImgsynthError
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from rich.markup import escape
+
     from imgsynth.generate.runner import GenerateJob, run_job
     from imgsynth.utils.log import console, setup_logging
 
@@ -31,12 +33,12 @@ def main(argv: list[str] | None = None) -> int:
         job.check()
         run_job(job)
     except ImgsynthError as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}", markup=True, highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # one line, like the CLI (IMGSYNTH_DEBUG=1 shows the traceback)
-        console.print(f"[bold red]internal error:[/bold red] {type(exc).__name__}: {exc}", markup=True, highlight=False)
+        console.print(f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))}", markup=True, highlight=False)
         if os.environ.get("IMGSYNTH_DEBUG") == "1":
             raise
         return EXIT_FAILED

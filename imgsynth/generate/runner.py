@@ -89,8 +89,8 @@ class GenerateJob:
             check_uid_root(self.uid_root.rstrip("."))
         out = Path(self.out_dir)
         ckpt = Path(self.checkpoint)
-        run_root = next((p for p in (ckpt, *ckpt.parents) if (p / "model.json").is_file()), ckpt)
-        if is_within(out, run_root):
+        run_root = next((p for p in (ckpt, *ckpt.parents) if (p / "model.json").is_file()), None)
+        if run_root is not None and is_within(out, run_root):
             raise UsageError(f"output folder {out} must not lie inside the run folder")
         if out.exists() and not out.is_dir():
             raise UsageError(f"{out} exists and is not a folder")
@@ -131,7 +131,6 @@ def run_job(job: GenerateJob) -> Dataset:
     from imgsynth.generate import api
     from imgsynth.generate.checkpoint import resolve_checkpoint
     from imgsynth.generate.outputs import default_precision
-    from imgsynth.generate.requests import build_requests, masks_from_dataset, read_conditions_csv
 
     state = _distributed()
     rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
@@ -161,7 +160,11 @@ def run_job(job: GenerateJob) -> Dataset:
         from imgsynth.generate.dicom import check_dicom
 
         check_dicom(generator.info, job.dicom_modality)
-    requests, conditions, digests = _requests(job, generator, build_requests, read_conditions_csv, masks_from_dataset)
+    requests, conditions, digests = _requests(job, generator)
+    if job.evaluation:
+        from imgsynth.generate.modelcard import find_evaluation
+
+        find_evaluation(view, job.evaluation)  # a missing report stops every process here, not one of them later
     info = api.sample_set_info(generator, settings, job.seed, view, len(requests))
     identity = _identity(job, generator, settings, info, family)
     out = Path(job.out_dir)
@@ -181,7 +184,7 @@ def run_job(job: GenerateJob) -> Dataset:
     _barrier(state)
     saved = read_state(out) or {}
     settings.digests = digests
-    settings.provenance = _provenance(view, generator, settings, job.seed, family)
+    settings.provenance = _provenance(view, generator, settings, job.seed, family, info)
     if "dicom" in settings.formats:
         from imgsynth.generate.dicom import DicomSettings
 
@@ -216,17 +219,20 @@ def run_job(job: GenerateJob) -> Dataset:
     return Dataset.read(out)
 
 
-def _requests(job: GenerateJob, generator: Any, build: Any, read_csv: Any, masks_from: Any) -> tuple[list, list[Condition], dict[str, str]]:
+def _requests(job: GenerateJob, generator: Any) -> tuple[list[Any], list[Condition], dict[str, str]]:
+    """Every request of the job (the same list in every process), the model's conditions, mask hashes."""
+    from imgsynth.generate.requests import build_requests, masks_from_dataset, read_conditions_csv
+
     info: DatasetInfo = generator.info
     conditions = [info.condition(name) for name in generator.condition_names]
     fixed = dict(job.conditions)
     for cond in conditions:  # mask files given on the command line: absolute paths
         if cond.type == "mask" and cond.name in fixed:
             fixed[cond.name] = str(Path(fixed[cond.name]).expanduser().resolve())
-    rows = read_csv(job.conditions_csv, conditions) if job.conditions_csv else None
-    masks = masks_from(job.masks_from, conditions) if job.masks_from else None
+    rows = read_conditions_csv(job.conditions_csv, conditions) if job.conditions_csv else None
+    masks = masks_from_dataset(job.masks_from, conditions) if job.masks_from else None
     digests: dict[str, str] = {}
-    requests = build(conditions, info, n=job.n, fixed=fixed, seed=job.seed, rows=rows, masks=masks, digests=digests)
+    requests = build_requests(conditions, info, n=job.n, fixed=fixed, seed=job.seed, rows=rows, masks=masks, digests=digests)
     return requests, conditions, digests
 
 
@@ -375,10 +381,13 @@ def _finalize(out: Path, requests: Sequence[Any], conditions: Sequence[Condition
     log.info("wrote %d samples to %s", len(requests), out)
 
 
-def _provenance(view: Any, generator: Any, settings: Any, seed: int, family: str) -> dict[str, Any]:
+def _provenance(view: Any, generator: Any, settings: Any, seed: int, family: str,
+                info: DatasetInfo | None = None) -> dict[str, Any]:
+    """The record stamped on every file: the run, the weights, and the sampler settings actually used."""
     import imgsynth
 
     ckpt = generator.checkpoint
+    g = (info.generator if info is not None else None) or {}
     prov = {
         "generator": f"imgsynth {imgsynth.__version__}",
         "family": family,
@@ -388,9 +397,10 @@ def _provenance(view: Any, generator: Any, settings: Any, seed: int, family: str
         "set_seed": seed,
     }
     if generator.default_steps is not None:
-        prov.update({"sampler": settings.sampler or generator.samplers[0],
-                     "steps": settings.steps or generator.default_steps,
-                     "guidance": generator.default_guidance if settings.guidance is None else settings.guidance})
+        prov.update({"sampler": g.get("sampler") or settings.sampler or generator.samplers[0],
+                     "steps": g.get("steps") or settings.steps or generator.default_steps,
+                     "guidance": g.get("guidance", generator.default_guidance if settings.guidance is None
+                                       else settings.guidance)})
     prov.update({**getattr(generator, "options", {}), **settings.options})
     return prov
 

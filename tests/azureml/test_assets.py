@@ -98,6 +98,9 @@ def test_deid_job_arguments_are_what_the_entry_script_reads() -> None:
     assert (args.input_root, args.output, args.key_file) == ("/mnt/x", "/mnt/x", "/mnt/x")
     assert args.config in builtin_config_names()
     assert "outputs.audit" in task.append_row_to  # audit lines never land among the DICOM files
+    preprocess = job.jobs["preprocess"].command
+    assert preprocess.startswith("imgsynth preprocess ")
+    assert re.search(r"--config (\S+)", preprocess).group(1) in builtin_config_names()
 
 
 def test_batch_deployment_settings_are_read_by_the_endpoint() -> None:
@@ -123,3 +126,24 @@ def test_extras_and_image_carry_what_azure_ml_needs() -> None:
     docker = (AZ.parent / "Dockerfile").read_text()
     assert re.search(r'pip install "?\.\[[a-z,]*azure[a-z,]*\]"?', docker), "the image must install the 'azure' extra"
     assert re.search(r"^COPY azureml ", docker, re.M), "the image must carry the Azure ML scripts"
+
+
+def test_code_snapshot_sends_code_not_data() -> None:
+    """Jobs upload the repository (code: ..); .amlignore (gitignore syntax) keeps data out of it."""
+    import shutil
+    import subprocess
+
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git not installed")
+
+    def uploaded(path: str) -> bool:
+        proc = subprocess.run([git, "-c", f"core.excludesFile={AZ.parent / '.amlignore'}", "check-ignore", "-q",
+                               "--no-index", path], cwd=AZ.parent, capture_output=True)
+        return proc.returncode == 1
+
+    for path in ("imgsynth/cli.py", "azureml/score.py", "azureml/launch_train.sh", "scripts/train.py",
+                 "configs/ldm_2d.yaml", "pyproject.toml"):
+        assert uploaded(path), path
+    for path in ("runs/chest/weights/unet.safetensors", "data/CT0001.dcm", "samples/manifest.csv", "tests/conftest.py"):
+        assert not uploaded(path), path

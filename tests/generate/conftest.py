@@ -9,7 +9,17 @@ import pytest
 import torch
 
 from imgsynth.contracts import Condition, Dataset, DatasetInfo, Intensity, save_item, write_dataset
+from tests.conftest import require_tool
 from tests.training.conftest import tiny_config, write_tiny_dataset
+
+
+def assert_dciodvfy_clean(path: Path) -> None:
+    """dciodvfy (dicom3tools) reports no error for the file (warnings allowed)."""
+    import subprocess
+
+    proc = subprocess.run([require_tool("dciodvfy"), str(path)], capture_output=True, text=True, timeout=60)
+    errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error")]
+    assert not errors, errors
 
 
 def _fresh_accelerate() -> None:

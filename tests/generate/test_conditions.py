@@ -5,24 +5,30 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 
 from imgsynth.contracts import Dataset
 from imgsynth.errors import UsageError
 from imgsynth.generate import generate
+from tests.generate.conftest import assert_dciodvfy_clean
 
 
 def test_masks_from_a_dataset_folder(mask_run: tuple[Path, Path], tmp_path: Path) -> None:
     run, real = mask_run
     source = Dataset.read(real)
-    out = generate(run, tmp_path / "s", n=14, masks_from=real, steps=2, seed=1, batch_size=8, formats=["png"])
+    out = generate(run, tmp_path / "s", n=14, masks_from=real, steps=2, seed=1, batch_size=8, formats=["png", "dicom"])
     back = Dataset.read(out.root)  # mask files copied into the set: it stands alone
     assert back.info.conditions[0].type == "mask" and len(back.rows) == 14
     for i, row in enumerate(back.rows):
         want = np.load(source.root / source.rows[i % len(source.rows)]["tissue"])  # row i mod R
         np.testing.assert_array_equal(np.load(back.root / row["tissue"]), want)
         assert row["tissue"].startswith("masks/")
+    # No unit: Secondary Capture, a valid IOD too.
+    sc = pydicom.dcmread(back.root / back.rows[0]["dicom"])
+    assert sc.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and sc.ConversionType == "SYN"
+    assert_dciodvfy_clean(back.root / back.rows[0]["dicom"])
     distinct = {np.load(source.root / r["tissue"]).tobytes() for r in source.rows}
     assert len({r["tissue"] for r in back.rows}) == len(distinct)  # one copy per distinct mask
     # The same masks named in a conditions CSV (paths relative to the CSV) give the same images.
