@@ -122,6 +122,8 @@ def _register_stages() -> None:
     __import__("imgsynth.deid.cli", fromlist=["register"]).register(app)
     __import__("imgsynth.review.cli", fromlist=["register"]).register(app)
     __import__("imgsynth.evaluation.cli", fromlist=["register"]).register(app)
+    __import__("imgsynth.training.cli", fromlist=["register"]).register(app)
+    __import__("imgsynth.generate.cli", fromlist=["register"]).register(app)
 
 
 _register_stages()

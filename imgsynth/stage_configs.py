@@ -8,3 +8,4 @@ import imgsynth.data.config  # noqa: F401  (kind: preprocess)
 import imgsynth.deid.config  # noqa: F401
 import imgsynth.evaluation.config  # noqa: F401  (kind: evaluate)
 import imgsynth.review.config  # noqa: F401
+import imgsynth.training.config  # noqa: F401  (kind: train)

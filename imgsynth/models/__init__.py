@@ -1,0 +1,1 @@
+"""Networks: autoencoder, diffusion UNet and conditioning (MONAI networks underneath)."""
