@@ -55,6 +55,7 @@ class SampleSettings:
     steps: int | None = None
     guidance: float | None = None
     formats: tuple[str, ...] = FORMATS
+    options: dict[str, float] = field(default_factory=dict)  # family-specific (``ImageGenerator.options``)
 
 
 @dataclass
@@ -174,6 +175,7 @@ def sample_set_info(generator: Any, settings: SampleSettings, seed: int, run: Ru
             "guidance": guidance,
             "seed": seed,
             "n": n,
+            "options": {**getattr(generator, "options", {}), **settings.options},
             "latent_scale_factor": getattr(generator, "scale_factor", None),
         },
     })
@@ -188,7 +190,7 @@ def generate_batch(generator: Any, requests: Sequence[SampleRequest], out_dir: s
     try:
         cond = encode_conditions(generator.info, requests)
         images = generator.sample(cond, [r.seed for r in requests], sampler=settings.sampler, steps=settings.steps,
-                                  guidance=settings.guidance)
+                                  guidance=settings.guidance, **settings.options)
     except ImgsynthError as exc:
         return [SampleResult(r, error=str(exc)) for r in requests]
     arrays = images.detach().float().cpu().numpy()
@@ -240,12 +242,16 @@ def generate(
     sampler: str | None = None,
     steps: int | None = None,
     guidance: float | None = None,
+    options: Mapping[str, float] | None = None,
     seed: int = 0,
     batch_size: int = 16,
     formats: Sequence[str] = FORMATS,
     device: str | torch.device | None = None,
 ) -> Dataset:
-    """Write ``n`` samples of the run at ``run_dir`` as a sample set in ``out_dir``; returns it."""
+    """Write ``n`` samples of the run at ``run_dir`` as a sample set in ``out_dir``; returns it.
+
+    ``options`` are the family's own sampling options (``--truncation`` of StyleGAN2).
+    """
     if n < 1:
         raise UsageError("--n must be at least 1")
     bad = [f for f in formats if f not in FORMATS]
@@ -259,7 +265,15 @@ def generate(
     fixed = parse_conditions(conditions) if isinstance(conditions, Sequence) and not isinstance(conditions, str) else dict(conditions or {})
     generator = load_generator(run_dir, device)
     run = RunFolder.read(run_dir)
-    settings = SampleSettings(sampler=sampler, steps=steps, guidance=guidance, formats=tuple(formats))
+    settings = SampleSettings(sampler=sampler, steps=steps, guidance=guidance, formats=tuple(formats),
+                              options=dict(options or {}))
+    family, accepted = run.model_info().family, getattr(generator, "options", {})
+    for name in settings.options:
+        if name not in accepted:
+            raise UsageError(f"--{name} does not apply to a {family} model (its options: {', '.join(accepted) or 'none'})")
+    for name, value, default in (("steps", steps, generator.default_steps), ("guidance", guidance, generator.default_guidance)):
+        if value is not None and default is None:  # a generator without a default does not take the setting
+            raise UsageError(f"--{name} does not apply to a {family} model")
     if settings.sampler is not None and settings.sampler not in generator.samplers:
         raise UsageError(f"--sampler '{sampler}' is not available for this model (choose from {', '.join(generator.samplers)})")
     info = sample_set_info(generator, settings, seed, run, n)
