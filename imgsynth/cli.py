@@ -14,6 +14,7 @@ from typing import Annotated
 
 import click
 import typer
+from rich.markup import escape
 
 import imgsynth
 from imgsynth.errors import EXIT_FAILED, EXIT_USAGE, ImgsynthError
@@ -118,12 +119,18 @@ def _register_stages() -> None:
 
     Each stage package has a light ``cli.py`` with ``register(app)``; one line per stage here.
     """
-    __import__("imgsynth.data.cli", fromlist=["register"]).register(app)
     __import__("imgsynth.deid.cli", fromlist=["register"]).register(app)
     __import__("imgsynth.review.cli", fromlist=["register"]).register(app)
     __import__("imgsynth.evaluation.cli", fromlist=["register"]).register(app)
     __import__("imgsynth.training.cli", fromlist=["register"]).register(app)
     __import__("imgsynth.generate.cli", fromlist=["register"]).register(app)
+    from imgsynth.generate import cli as generate_cli
+    from imgsynth.training import cli as training_cli
+
+    training_cli.register(app)
+    generate_cli.register(app)
+    __import__("imgsynth.data.cli", fromlist=["register"]).register(app)
+    __import__("imgsynth.review.cli", fromlist=["register"]).register(app)
 
 
 _register_stages()
@@ -145,14 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     except ImgsynthError as exc:
         if _state["debug"]:
             traceback.print_exc()
-        console.print(f"[bold red]error:[/bold red] {exc}", markup=True, highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
         return exc.exit_code
     except Exception as exc:  # an unexpected failure: still one line unless --debug
         if _state["debug"]:
             traceback.print_exc()
         else:
             console.print(
-                f"[bold red]internal error:[/bold red] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+                f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))} (rerun with --debug for the traceback)",
                 markup=True,
                 highlight=False,
                 soft_wrap=True,
