@@ -7,6 +7,7 @@ printed on one line (``--debug`` adds the traceback) and mapped to the exit code
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import traceback
@@ -117,20 +118,17 @@ def demo_placeholder() -> int:
 def _register_stages() -> None:
     """Attach each stage's subcommands (the modules import their heavy dependencies lazily).
 
-    Each stage package has a light ``cli.py`` with ``register(app)``; one line per stage here.
+    Each stage package has a light ``cli.py`` with ``register(app)``; one entry per stage here.
     """
-    __import__("imgsynth.deid.cli", fromlist=["register"]).register(app)
-    __import__("imgsynth.review.cli", fromlist=["register"]).register(app)
-    __import__("imgsynth.evaluation.cli", fromlist=["register"]).register(app)
-    __import__("imgsynth.training.cli", fromlist=["register"]).register(app)
-    __import__("imgsynth.generate.cli", fromlist=["register"]).register(app)
-    from imgsynth.generate import cli as generate_cli
-    from imgsynth.training import cli as training_cli
-
-    training_cli.register(app)
-    generate_cli.register(app)
-    __import__("imgsynth.data.cli", fromlist=["register"]).register(app)
-    __import__("imgsynth.review.cli", fromlist=["register"]).register(app)
+    for module in (
+        "imgsynth.deid.cli",
+        "imgsynth.data.cli",
+        "imgsynth.training.cli",
+        "imgsynth.generate.cli",
+        "imgsynth.evaluation.cli",
+        "imgsynth.review.cli",
+    ):
+        importlib.import_module(module).register(app)
 
 
 _register_stages()
