@@ -111,7 +111,7 @@ def config_list() -> None:
 def _register_stages() -> None:
     """Attach each stage's subcommands (the modules import their heavy dependencies lazily).
 
-    Each stage package has a light ``cli.py`` with ``register(app)``; one line per stage here.
+    Each stage package has a light ``cli.py`` with ``register(app)``; one entry per stage here.
     """
     for module in (
         "imgsynth.deid.cli",
@@ -133,6 +133,8 @@ def _register_stages() -> None:
     __import__("imgsynth.review.cli", fromlist=["register"]).register(app)
     __import__("imgsynth.training.cli", fromlist=["register"]).register(app)
     __import__("imgsynth.generate.cli", fromlist=["register"]).register(app)
+    ):
+        importlib.import_module(module).register(app)
 
 
 _register_stages()
