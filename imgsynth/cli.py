@@ -123,18 +123,6 @@ def _register_stages() -> None:
         "imgsynth.demo.cli",
     ):
         importlib.import_module(module).register(app)
-    __import__("imgsynth.deid.cli", fromlist=["register"]).register(app)
-    from imgsynth.generate import cli as generate_cli
-    from imgsynth.training import cli as training_cli
-
-    training_cli.register(app)
-    generate_cli.register(app)
-    __import__("imgsynth.data.cli", fromlist=["register"]).register(app)
-    __import__("imgsynth.review.cli", fromlist=["register"]).register(app)
-    __import__("imgsynth.training.cli", fromlist=["register"]).register(app)
-    __import__("imgsynth.generate.cli", fromlist=["register"]).register(app)
-    ):
-        importlib.import_module(module).register(app)
 
 
 _register_stages()

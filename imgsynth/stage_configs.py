@@ -9,5 +9,3 @@ import imgsynth.deid.config  # noqa: F401
 import imgsynth.evaluation.config  # noqa: F401  (kind: evaluate)
 import imgsynth.review.config  # noqa: F401
 import imgsynth.training.config  # noqa: F401  (kind: train)
-import imgsynth.review.config  # noqa: F401
-import imgsynth.training.config  # noqa: E402,F401  (kind: train)
