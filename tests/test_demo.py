@@ -97,7 +97,7 @@ def test_dataset_conditions_and_block_splits(demo: tuple[Layout, str]) -> None:
     assert ds.info.condition("tissue").type == "mask" and ds.info.condition("tissue").channels == 2
     assert {r["plane"] for r in ds.rows} == {"axial", "coronal", "sagittal"}
     mask = ds.load_mask(ds.rows[0], "tissue")
-    assert mask.shape == (2, 32, 32) and 0.0 <= mask.min() and mask.max() <= 1.0 + 1e-6
+    assert mask.shape == (2, 32, 32) and mask.min() >= 0.0 and mask.max() <= 1.0 + 1e-6
     # Blocks of slice positions: no test slice is a neighbour of a training slice.
     for plane in ("axial", "coronal", "sagittal"):
         rows = [r for r in ds.rows if r["plane"] == plane]
