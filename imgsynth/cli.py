@@ -118,11 +118,10 @@ def _register_stages() -> None:
 
     Each stage package has a light ``cli.py`` with ``register(app)``; one line per stage here.
     """
-    from imgsynth.generate import cli as generate_cli
-    from imgsynth.training import cli as training_cli
-
-    training_cli.register(app)
-    generate_cli.register(app)
+    __import__("imgsynth.data.cli", fromlist=["register"]).register(app)
+    __import__("imgsynth.review.cli", fromlist=["register"]).register(app)
+    __import__("imgsynth.training.cli", fromlist=["register"]).register(app)
+    __import__("imgsynth.generate.cli", fromlist=["register"]).register(app)
 
 
 _register_stages()

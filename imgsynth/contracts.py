@@ -167,7 +167,7 @@ class DatasetInfo(_Strict):
     format: Literal["imgsynth-dataset"] = DATASET_FORMAT
     version: int = CONTRACT_VERSION
     spatial_dims: Literal[2, 3]
-    shape: list[int]
+    shape: list[int]  # [C, *spatial]; a spatial size of -1 varies between items (native-geometry datasets)
     spacing: list[float] | None = None
     orientation: str | None = "RAS"
     intensity: Intensity
@@ -178,8 +178,14 @@ class DatasetInfo(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> DatasetInfo:
-        if len(self.shape) != self.spatial_dims + 1 or any(s < 1 for s in self.shape):
-            raise ValueError(f"shape {self.shape} must be [C, *spatial] with {self.spatial_dims} spatial dims")
+        if (
+            len(self.shape) != self.spatial_dims + 1
+            or self.shape[0] < 1
+            or any(s < 1 and s != -1 for s in self.shape[1:])
+        ):
+            raise ValueError(
+                f"shape {self.shape} must be [C, *spatial] with {self.spatial_dims} spatial dims (-1: varies per item)"
+            )
         if self.spacing is not None and len(self.spacing) != self.spatial_dims:
             raise ValueError(f"spacing {self.spacing} must have {self.spatial_dims} values")
         names = [c.name for c in self.conditions]

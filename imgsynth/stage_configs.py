@@ -4,4 +4,6 @@ Each stage keeps its schema in a light module (pydantic only, no torch) and adds
 here; ``imgsynth.config.config_kinds()`` imports this module on first use.
 """
 
-import imgsynth.training.config  # noqa: E402,F401  (kind: train)
+import imgsynth.data.config  # noqa: F401  (kind: preprocess)
+import imgsynth.review.config  # noqa: F401
+import imgsynth.training.config  # noqa: F401  (kind: train)

@@ -4,7 +4,8 @@ Each item becomes ``{"image": FloatTensor[C, *spatial], "cond": {name: tensor}, 
 categorical conditions as a ``long`` class index, continuous ones scaled from their declared
 ``range`` to [-1, 1] as a ``float`` scalar, masks as ``float`` arrays ``[channels, *spatial]``.
 Loaded arrays are cached (MONAI ``CacheDataset`` in memory or ``PersistentDataset`` on disk);
-random augmentations run after the cache, so they differ per epoch while loading happens once.
+random augmentations run after the cache, so they differ per epoch while loading happens once
+(:class:`TrainAugment`, or any callable: it is never cached).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import numpy as np
 import torch
 from monai.data import CacheDataset, PersistentDataset
 from monai.data import Dataset as MonaiDataset
-from monai.transforms import Compose, MapTransform
+from monai.data.utils import worker_init_fn
+from monai.transforms import Compose, MapTransform, Randomizable
+from monai.transforms.traits import RandomizableTrait
 
 from imgsynth.contracts import Condition, Dataset, DatasetInfo, load_item
 from imgsynth.errors import ContractError
@@ -74,6 +77,66 @@ class LoadItemd(MapTransform):
         return {"image": image, "cond": cond, "index": int(data["index"])}
 
 
+class TrainAugment(Randomizable):
+    """Train-time augmentation of an item: the same random flips / 90-degree turns for the image
+    and its mask conditions, and a random intensity scale/shift of the image (model scale).
+
+    ``flip_axes`` are spatial axes (0 = first spatial axis); ``rot90`` turns the last two axes
+    by k x 90 degrees (square images only). Seeded with ``seed``; in DataLoader workers
+    :func:`make_loader` reseeds each worker from the loader's generator.
+    """
+
+    def __init__(
+        self,
+        *,
+        flip_axes: Sequence[int] = (),
+        rot90: bool = False,
+        scale: float = 0.0,
+        shift: float = 0.0,
+        prob: float = 0.5,
+        seed: int = 0,
+    ) -> None:
+        self.flip_axes, self.rot90, self.scale, self.shift, self.prob = tuple(flip_axes), rot90, scale, shift, prob
+        self.seed = int(seed)
+        self.set_random_state(self.seed)
+        self._flips: list[int] = []
+        self._k = 0
+        self._gain, self._offset = 1.0, 0.0
+
+    def randomize(self, data: Any = None) -> None:
+        self._flips = [a for a in self.flip_axes if self.R.rand() < self.prob]
+        self._k = int(self.R.randint(0, 4)) if self.rot90 and self.R.rand() < self.prob else 0
+        self._gain = 1.0 + float(self.R.uniform(-self.scale, self.scale)) if self.scale else 1.0
+        self._offset = float(self.R.uniform(-self.shift, self.shift)) if self.shift else 0.0
+
+    def _spatial(self, x: torch.Tensor) -> torch.Tensor:  # [C, *spatial]
+        if self._flips:
+            x = torch.flip(x, dims=[a + 1 for a in self._flips])
+        if self._k:
+            x = torch.rot90(x, self._k, dims=(x.ndim - 2, x.ndim - 1))
+        return x
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        self.randomize()
+        image = item["image"]
+        out = dict(item)
+        out["image"] = self._spatial(image) * self._gain + self._offset
+        out["cond"] = {
+            k: self._spatial(v) if v.ndim == image.ndim else v for k, v in item["cond"].items()
+        }
+        return out
+
+
+class _Uncached(RandomizableTrait):
+    """Marks a user callable as random, so MONAI's caches stop before it."""
+
+    def __init__(self, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self.fn = fn
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        return self.fn(item)
+
+
 def item_dataset(
     dataset: Dataset | str | Path,
     split: str | Sequence[str] | None = "train",
@@ -95,7 +158,11 @@ def item_dataset(
     encoder = ConditionEncoder(ds.info, conditions)
     data = [{"row": row, "index": i} for i, row in enumerate(rows)]
     load = LoadItemd(ds.root, encoder)
+    if augment is not None and not isinstance(augment, RandomizableTrait):
+        augment = _Uncached(augment)
     transform = Compose([load, augment]) if augment is not None else Compose([load])
+    if isinstance(augment, TrainAugment):
+        augment.set_random_state(augment.seed)  # Compose reseeds its members from MONAI's global seed
     if cache == "memory":
         return CacheDataset(data, transform=transform, progress=False, num_workers=0)
     if cache == "disk":
@@ -124,4 +191,5 @@ def make_loader(
         num_workers=num_workers,
         generator=generator,
         persistent_workers=num_workers > 0,
+        worker_init_fn=worker_init_fn if num_workers > 0 else None,
     )

@@ -153,6 +153,13 @@ def sample_set_info(generator: Any, settings: SampleSettings, seed: int, run: Ru
     """``dataset.json`` of the sample set: the training schema (conditions the model uses) + ``generator``."""
     info: DatasetInfo = generator.info
     used = [info.condition(name) for name in generator.condition_names]
+    resolve = getattr(generator, "resolve_settings", None)  # the values a generator fills in for defaults
+    if resolve is not None:
+        sampler, steps, guidance = resolve(settings.sampler, settings.steps, settings.guidance)
+    else:
+        sampler = settings.sampler or generator.samplers[0]
+        steps = settings.steps or generator.default_steps
+        guidance = generator.default_guidance if settings.guidance is None else settings.guidance
     model = run.model_info()
     return info.model_copy(update={
         "conditions": used,
@@ -163,9 +170,9 @@ def sample_set_info(generator: Any, settings: SampleSettings, seed: int, run: Ru
             "family": model.family,
             "config_hash": model.config_hash,
             "checkpoint": generator.checkpoint,
-            "sampler": settings.sampler or generator.samplers[0],
-            "steps": settings.steps or generator.default_steps,
-            "guidance": generator.default_guidance if settings.guidance is None else settings.guidance,
+            "sampler": sampler,
+            "steps": steps,
+            "guidance": guidance,
             "seed": seed,
             "n": n,
             "options": {**getattr(generator, "options", {}), **settings.options},

@@ -147,6 +147,14 @@ class LDMGenerator:
         self.checkpoint = {"path": str(unet_path.relative_to(run.root)), "sha256": sha256_file(unet_path),
                            "autoencoder_sha256": sha256_file(ae_path)}
 
+    def resolve_settings(self, sampler: str | None, steps: int | None, guidance: float | None) -> tuple[str, int, float]:
+        """The sampler, steps and guidance a call with these arguments uses (defaults filled in)."""
+        sampler = sampler or self.samplers[0]
+        if sampler not in self.samplers:
+            raise UsageError(f"unknown sampler '{sampler}' for this model (choose from {', '.join(self.samplers)})")
+        steps = steps or (self.process.T if sampler == "ddpm" else self.default_steps)
+        return sampler, steps, self.default_guidance if guidance is None else guidance
+
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> images: ``D(z / scale_factor)`` (the diffusion model works on ``scale * z``)."""
@@ -162,11 +170,7 @@ class LDMGenerator:
         steps: int | None = None,
         guidance: float | None = None,
     ) -> torch.Tensor:
-        sampler = sampler or self.samplers[0]
-        if sampler not in self.samplers:
-            raise UsageError(f"unknown sampler '{sampler}' for this model (choose from {', '.join(self.samplers)})")
-        steps = steps or (self.process.T if sampler == "ddpm" else self.default_steps)
-        guidance = self.default_guidance if guidance is None else guidance
+        sampler, steps, guidance = self.resolve_settings(sampler, steps, guidance)
         x_T, gens = item_noise(seeds, self.latent_shape, self.device)
         cond = {k: v.to(self.device) for k, v in cond.items()}
         z = sample_latents(self.unet, self.process, x_T, cond, sampler=sampler, steps=steps, guidance=guidance, generators=gens)

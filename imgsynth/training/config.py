@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from imgsynth.config import ConfigBase, register_config
 from imgsynth.errors import ConfigError
@@ -77,6 +77,11 @@ class LoopConfig(ConfigBase):
     log_kimg: float = Field(1.0, gt=0)  # metrics.jsonl interval
     num_workers: int = Field(2, ge=0)
     progress: bool = True
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: object) -> object:
+        return "no" if value is False else value  # YAML reads a bare `no` (e.g. --set loop.mixed_precision=no) as false
 
 
 class DataConfig(ConfigBase):

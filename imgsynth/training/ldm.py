@@ -100,8 +100,8 @@ class AutoencoderTask(Task):
         if self.perceptual is not None:
             self.perceptual.to(accelerator.device)
 
-    def _reconstruction_terms(self, x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor,
-                              rng: KeyedRandom) -> dict[str, torch.Tensor]:
+    def _reconstruction_terms(self, x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor,
+                              sigma: torch.Tensor) -> dict[str, torch.Tensor]:
         diff = recon.float() - x.float()
         terms = {"recon": _per_item(diff.abs() if self.losses.recon == "l1" else diff.pow(2)), "kl": kl_divergence(mu, sigma)}
         if self.perceptual is not None:
@@ -114,17 +114,17 @@ class AutoencoderTask(Task):
         if ctx.phase.name == "G_main":
             eps = ctx.rng.randn(self.latent, "z")  # reparameterisation noise, keyed per item
             recon, mu, sigma = nets["autoencoder"](x, eps)
-            terms = self._reconstruction_terms(x, recon, mu, sigma, ctx.rng)
+            terms = self._reconstruction_terms(x, recon, mu, sigma)
             loss = terms["recon"].mean() + w.kl_weight * terms["kl"].mean()
             if "perceptual" in terms:
                 loss = loss + w.perceptual_weight * terms["perceptual"].mean()
-            logs = {k: float(v.detach().mean()) for k, v in terms.items()}
+            logs = {k: v.detach().mean() for k, v in terms.items()}
             if w.adv_weight > 0 and ctx.kimg >= w.adv_warmup_kimg:
                 g_adv = self.adversarial.generator(nets["discriminator"](recon.float().contiguous())[-1])
                 loss = loss + w.adv_weight * g_adv
-                logs["g_adv"] = float(g_adv.detach())
+                logs["g_adv"] = g_adv.detach()
                 self._recon[ctx.micro] = recon.detach()
-            logs["loss"] = float(loss.detach())
+            logs["loss"] = loss.detach()
             return loss, logs
         # D_main: real vs the reconstructions of the G phase, in one discriminator pass.
         fake = self._recon.pop(ctx.micro, None)
@@ -134,12 +134,12 @@ class AutoencoderTask(Task):
         logits = nets["discriminator"](torch.cat([fake.float(), x.float()]).contiguous())[-1]
         logits_fake, logits_real = logits.chunk(2)
         d_loss = self.adversarial.discriminator(logits_fake, logits_real)
-        return w.adv_weight * d_loss, {"loss": float(d_loss.detach())}
+        return w.adv_weight * d_loss, {"loss": d_loss.detach()}
 
     def val_loss(self, nets: Mapping[str, nn.Module], batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
         x = batch["image"]
         recon, mu, sigma = nets["autoencoder"](x)  # the mean latent: deterministic
-        terms = self._reconstruction_terms(x, recon, mu, sigma, ctx.rng)
+        terms = self._reconstruction_terms(x, recon, mu, sigma)
         terms["loss"] = terms["recon"]
         return terms
 
@@ -199,7 +199,7 @@ class DiffusionTask(Task):
     def loss(self, nets: Mapping[str, nn.Module], batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
         per_item = self._denoising(nets["unet"], batch, ctx.rng, self.cfg.conditioning.dropout)
         loss = per_item.mean()
-        return loss, {"loss": float(loss.detach())}
+        return loss, {"loss": loss.detach()}
 
     def val_loss(self, nets: Mapping[str, nn.Module], batch: Batch, ctx: StepContext) -> dict[str, torch.Tensor]:
         return {"loss": self._denoising(nets["unet"], batch, ctx.rng, 0.0)}
@@ -229,6 +229,9 @@ class DiffusionTask(Task):
 
     def metadata(self) -> dict[str, str]:
         return {"latent_scale_factor": repr(self.scale_factor)}
+
+    def model_info(self) -> dict[str, Any]:
+        return {"latent_scale_factor": self.scale_factor}
 
 
 # =============================================================================================
@@ -270,6 +273,21 @@ def _preview_items(items: torch.utils.data.Dataset, n: int) -> list[dict[str, An
     return [items[i] for i in range(min(n, len(items)))]  # type: ignore[arg-type]
 
 
+def _preview_conditions(fields: list[FieldSpec], items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Conditions of the preview grid: categories in turn, continuous values across their range,
+    masks of the first training items (so every class shows up, whatever the class balance)."""
+    n = len(items)
+    out = {}
+    for f in fields:
+        if f.type == "categorical":
+            out[f.name] = torch.arange(n) % f.size
+        elif f.type == "continuous":
+            out[f.name] = torch.linspace(-1.0, 1.0, n)
+        else:
+            out[f.name] = torch.stack([p["cond"][f.name] for p in items])
+    return out
+
+
 def build_stage(req: StageRequest) -> StageSetup:
     config, info, cfg = req.config, req.dataset.info, req.config.model
     fields = condition_fields(config, info)
@@ -286,7 +304,7 @@ def build_stage(req: StageRequest) -> StageSetup:
         scale = model.latent_scale_factor
         if scale is None:
             scale = estimate_scale_factor(ae, items, cfg.latent_scale_items, latent_shape(cfg, info.shape), config.seed, req.device)
-        preview_cond = {f.name: torch.stack([p["cond"][f.name] for p in preview]) for f in fields}
+        preview_cond = _preview_conditions(fields, preview)
         task = DiffusionTask(config, info, ae, scale, fields, preview_cond)
         return StageSetup(task=task, nets={"unet": build_unet(cfg, fields)})
     raise ConfigError(f"unknown LDM stage '{req.stage}'")
@@ -300,6 +318,11 @@ def check(config: TrainConfig, info: DatasetInfo) -> None:
             f"'model.spatial_dims'={cfg.spatial_dims} but the dataset is {info.spatial_dims}D (use the ldm_{info.spatial_dims}d config)"
         )
     spatial = info.shape[1:]
+    if any(size < 1 for size in spatial):
+        raise ConfigError(
+            f"the dataset's items vary in size (shape {info.shape} in dataset.json); latent diffusion needs one "
+            "size: preprocess with a config that resamples or crops to a fixed shape"
+        )
     f = cfg.autoencoder.downsample
     if any(s % f for s in spatial):
         raise ConfigError(

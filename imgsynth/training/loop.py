@@ -147,7 +147,7 @@ def training_loop(
                 if accelerator.scaler is not None:
                     accelerator.unscale_gradients(optimizer=opt)
                 norm = torch.nn.utils.clip_grad_norm_([q for q in params[phase.name] if q.grad is not None], stage.grad_clip)
-                running.add({f"{phase.name}/grad_norm": float(norm)})
+                running.add({f"{phase.name}/grad_norm": norm})
             opt.step()
             opt.zero_grad(set_to_none=True)
 

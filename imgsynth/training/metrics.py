@@ -63,19 +63,23 @@ class NullSink:
 
 
 class Running:
-    """Running means of logged numbers between two log records."""
+    """Running means of logged numbers between two log records.
+
+    Tensors are summed on their device and read only in :meth:`means`, so logging does not
+    synchronise the GPU on every step.
+    """
 
     def __init__(self) -> None:
-        self.sums: dict[str, float] = defaultdict(float)
+        self.sums: dict[str, Any] = defaultdict(float)
         self.counts: dict[str, int] = defaultdict(int)
 
-    def add(self, values: Mapping[str, float]) -> None:
+    def add(self, values: Mapping[str, Any]) -> None:
         for k, v in values.items():
-            self.sums[k] += float(v)
+            self.sums[k] = self.sums[k] + (v.detach().float() if hasattr(v, "detach") else float(v))
             self.counts[k] += 1
 
     def means(self) -> dict[str, float]:
-        out = {k: self.sums[k] / self.counts[k] for k in sorted(self.sums)}
+        out = {k: float(self.sums[k]) / self.counts[k] for k in sorted(self.sums)}
         self.sums.clear()
         self.counts.clear()
         return out

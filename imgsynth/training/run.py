@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 
 from imgsynth import provenance
-from imgsynth.config import ConfigBase, config_hash, config_to_dict, config_to_yaml
+from imgsynth.config import config_hash, config_to_dict, config_to_yaml
 from imgsynth.contracts import Dataset, ModelInfo, RunFolder, StageStatus
 from imgsynth.errors import ConfigError, UsageError
 from imgsynth.training.config import TrainConfig
@@ -114,11 +115,16 @@ def train(
     _check_run_folder(run, config, dataset_dir)
     accelerator = accelerator or make_accelerator(config)
     rank, processes, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    if not main:
+        logging.getLogger("imgsynth").setLevel(logging.WARNING)  # one process reports
     stages = family.stages(config)
     for name in stages:
         config.stage(name).accumulation(processes, where=f"stages.{name}")
 
-    # Lay out the run folder (main process), everyone waits for it.
+    # Metrics sink first (a missing optional dependency fails before anything is written), then
+    # lay out the run folder (main process); everyone waits for it.
+    sink = (MetricsSink(run, mlflow=config.logging.mlflow, experiment=config.logging.experiment,
+                        tracking_uri=config.logging.tracking_uri) if main else NullSink())
     if main:
         model = ModelInfo(family=config.model.family, spatial_dims=config.model.spatial_dims,
                           stages={s: StageStatus(budget_kimg=config.stage(s).kimg) for s in stages},
@@ -129,8 +135,6 @@ def train(
         info.config_hash = config_hash(config)
         run.write_model_info(info)
     accelerator.wait_for_everyone()
-    sink = (MetricsSink(run, mlflow=config.logging.mlflow, experiment=config.logging.experiment,
-                        tracking_uri=config.logging.tracking_uri) if main else NullSink())
     result = TrainResult(run=run.root)
     try:
         for index, name in enumerate(stages):
@@ -150,12 +154,16 @@ def train(
             # Build the stage: networks from the config's seed (identical on every process).
             torch.manual_seed(config.seed)
             setup = family.build_stage(StageRequest(config=config, stage=name, dataset=dataset, run=run, device=accelerator.device))
-            if main and name == "diffusion" and hasattr(setup.task, "scale_factor"):
+            updates = setup.task.model_info()
+            if main and updates:
                 info = run.model_info()
-                if info.latent_scale_factor is None:
-                    info.latent_scale_factor = float(setup.task.scale_factor)  # type: ignore[attr-defined]
-                    run.write_model_info(info)
-            _sync_batchnorm(setup.nets, config, processes, accelerator)
+                for key, value in updates.items():
+                    if key in ModelInfo.model_fields:
+                        setattr(info, key, value)
+                    else:
+                        info.extra[key] = value
+                run.write_model_info(info)
+            _sync_batchnorm(setup.nets, processes, accelerator)
             torch.manual_seed(_mix(config.seed, rank, "rank"))  # seeding per (seed, rank)
 
             # Data: the training stream and this process's share of the validation split.
@@ -187,7 +195,7 @@ def train(
     return result
 
 
-def _sync_batchnorm(nets: dict[str, torch.nn.Module], config: ConfigBase, processes: int, accelerator: Any) -> None:
+def _sync_batchnorm(nets: dict[str, torch.nn.Module], processes: int, accelerator: Any) -> None:
     """Batch norm under DDP becomes SyncBatchNorm (CUDA only), so statistics span the global batch."""
     if processes <= 1:
         return

@@ -26,6 +26,7 @@ same result on 1 or N processes and after a resume.
 from __future__ import annotations
 
 import hashlib
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -76,38 +77,82 @@ class Phase:
         return step % self.interval == 0 and kimg >= self.start_kimg
 
 
+def _signed64(c: int) -> int:
+    return c - (1 << 64) if c >= (1 << 63) else c
+
+
+_GOLDEN, _MIX1, _MIX2 = (_signed64(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
+
+
+def _shift_right(x: torch.Tensor, k: int) -> torch.Tensor:
+    return (x >> k) & ((1 << (64 - k)) - 1)  # logical shift of int64 bit patterns
+
+
+def splitmix64(x: torch.Tensor) -> torch.Tensor:
+    """SplitMix64 finaliser (Steele et al. 2014) on int64 tensors, wrapping arithmetic: a bijective
+    hash whose outputs are uniformly distributed bits."""
+    z = x + _GOLDEN
+    z = (z ^ _shift_right(z, 30)) * _MIX1
+    z = (z ^ _shift_right(z, 27)) * _MIX2
+    return z ^ _shift_right(z, 31)
+
+
 class KeyedRandom:
     """Per-item random numbers that depend only on (seed, item key, salt).
 
-    ``randn(shape, "noise")`` returns ``[B, *shape]`` where row b is drawn from a generator
-    seeded by ``(seed, keys[b], "noise")``: an item's noise does not depend on the batch size,
-    the number of processes or the rank it lands on. Keys are stream positions while training
-    and sample indices while generating.
+    ``randn(shape, "noise")`` returns ``[B, *shape]`` where row b is a function of
+    ``(seed, keys[b], "noise")`` alone: an item's noise does not depend on the batch size, the
+    number of processes or the rank it lands on. Keys are stream positions while training and
+    sample indices while generating. Numbers come from a counter-based hash (SplitMix64 of
+    (seed, salt, key, element index)), computed on the device in a few vectorised operations;
+    normals by the Box-Muller transform.
     """
 
     def __init__(self, seed: int, keys: torch.Tensor | Sequence[int], device: torch.device | str = "cpu") -> None:
         self.seed = int(seed)
-        self.keys = [int(k) for k in (keys.tolist() if isinstance(keys, torch.Tensor) else keys)]
         self.device = torch.device(device)
+        if isinstance(keys, torch.Tensor):
+            self.key_tensor = keys.to(self.device, torch.int64)
+        else:
+            self.key_tensor = torch.tensor([int(k) for k in keys], dtype=torch.int64, device=self.device)
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return int(self.key_tensor.shape[0])
 
-    def generator(self, key: int, salt: str) -> torch.Generator:
-        digest = hashlib.blake2b(f"{self.seed}:{key}:{salt}".encode(), digest_size=8).digest()
-        return torch.Generator().manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
+    @property
+    def keys(self) -> list[int]:
+        return [int(k) for k in self.key_tensor.tolist()]
+
+    def _salt(self, salt: str) -> int:
+        digest = hashlib.blake2b(f"{self.seed}:{salt}".encode(), digest_size=8).digest()
+        return _signed64(int.from_bytes(digest, "little"))
+
+    def bits(self, n: int, salt: str) -> torch.Tensor:
+        """``[B, n]`` int64 of uniformly random bits."""
+        base = splitmix64(self.key_tensor + self._salt(salt))  # [B]
+        idx = splitmix64(torch.arange(n, dtype=torch.int64, device=self.device) * _GOLDEN)  # [n]
+        return splitmix64(base[:, None] ^ idx[None, :])
+
+    def uniform(self, n: int, salt: str) -> torch.Tensor:
+        """``[B, n]`` float64 in (0, 1) from 53 random bits."""
+        return (_shift_right(self.bits(n, salt), 11).double() + 0.5) / float(1 << 53)
 
     def randn(self, shape: Sequence[int], salt: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        rows = [torch.randn(tuple(shape), generator=self.generator(k, salt), dtype=dtype) for k in self.keys]
-        return torch.stack(rows).to(self.device)
+        n = math.prod(shape)
+        u = self.uniform(2 * n, salt)
+        r = torch.sqrt(-2.0 * torch.log(u[:, :n]))
+        return (r * torch.cos(2.0 * math.pi * u[:, n:])).to(dtype).view(len(self), *shape)
 
     def rand(self, salt: str, shape: Sequence[int] = ()) -> torch.Tensor:
-        rows = [torch.rand(tuple(shape), generator=self.generator(k, salt)) for k in self.keys]
-        return torch.stack(rows).to(self.device)
+        return self.uniform(math.prod(shape), salt).float().view(len(self), *shape)
 
     def randint(self, high: int, salt: str) -> torch.Tensor:
-        rows = [torch.randint(high, (), generator=self.generator(k, salt)) for k in self.keys]
-        return torch.stack(rows).to(self.device)
+        return (self.uniform(1, salt)[:, 0] * high).long().clamp_(max=high - 1)
+
+    def generator(self, key: int, salt: str) -> torch.Generator:
+        """A CPU ``torch.Generator`` seeded by (seed, key, salt), for libraries that take one."""
+        digest = hashlib.blake2b(f"{self.seed}:{key}:{salt}".encode(), digest_size=8).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
 
 
 @dataclass
@@ -156,7 +201,10 @@ class Task(ABC):
 
     @abstractmethod
     def loss(self, nets: Mapping[str, nn.Module], batch: Batch, ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
-        """Scalar loss of ``ctx.phase`` on one micro-batch (mean over its items) and numbers to log."""
+        """Scalar loss of ``ctx.phase`` on one micro-batch (mean over its items) and numbers to log
+        (floats or detached 0-d tensors; tensors are read only when a record is written, so
+        logging costs no GPU synchronisation per step). A ``loss`` entry of the first phase
+        becomes the record's ``loss``."""
 
     def ema_targets(self) -> list[str]:
         """Networks that get an EMA copy (used for previews, validation and generation)."""
@@ -187,6 +235,11 @@ class Task(ABC):
 
     def metadata(self) -> dict[str, str]:
         """Strings stored in the header of ``weights/<stage>[-ema].safetensors``."""
+        return {}
+
+    def model_info(self) -> dict[str, Any]:
+        """Entries written to the run's ``model.json`` when the stage starts (e.g. the latent scale
+        factor); keys that are not ``ModelInfo`` fields go to its ``extra``."""
         return {}
 
 

@@ -51,3 +51,74 @@ def test_fit_to_size_pads_or_resizes() -> None:
     out = fit_to_size(img, 32)
     assert out.shape == (32, 32) and (out[2:30, 2:30] == img).all()
     assert fit_to_size(np.ones((64, 64, 64), np.float32), 32).shape == (32, 32, 32)
+
+
+@pytest.fixture(scope="module")
+def slices_with_masks(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """A 2D dataset with a mask and a continuous condition, made by ``preprocess`` from NIfTI."""
+    import nibabel as nib
+
+    from imgsynth.data.pipeline import preprocess
+
+    root = tmp_path_factory.mktemp("maskin")
+    rng = np.random.default_rng(0)
+    img = rng.uniform(0, 100, size=(16, 16, 12)).astype(np.float32)
+    seg = (img > 50).astype(np.float32)
+    nib.save(nib.Nifti1Image(img, np.eye(4)), str(root / "a.nii.gz"))
+    nib.save(nib.Nifti1Image(seg, np.eye(4)), str(root / "a_seg.nii.gz"))
+    cfg = root.parent / "cfg.yaml"
+    cfg.write_text(
+        "kind: preprocess\nspatial_dims: 2\nintensity: {kind: minmax, low: 0, high: 100}\n"
+        "masks: {seg: {channels: [_seg]}}\n"
+        "conditions: [{name: pos, source: position}, {name: seg, source: 'mask:seg'}]\n"
+        "split: {by: block, block: 3, gap: 0, train: 0.5, val: 0.25, test: 0.25}\n"
+    )
+    return preprocess([root], tmp_path_factory.mktemp("maskout") / "ds", cfg).dataset
+
+
+def test_loader_gives_masks_and_scaled_continuous_conditions(slices_with_masks: Dataset) -> None:
+    ds = item_dataset(slices_with_masks, None, cache="none")
+    item = ds[0]
+    row = slices_with_masks.rows[0]
+    assert item["image"].shape == (1, 16, 16) and item["cond"]["seg"].shape == (1, 16, 16)
+    np.testing.assert_array_equal(item["cond"]["seg"].numpy(), slices_with_masks.load_mask(row, "seg"))
+    assert item["cond"]["pos"].dtype == torch.float32
+    assert float(item["cond"]["pos"]) == pytest.approx(2 * float(row["pos"]) - 1)  # range [0, 1] -> [-1, 1]
+    # The mask is the thresholded image, so it stays aligned with it.
+    np.testing.assert_array_equal(item["cond"]["seg"].numpy() > 0.5, item["image"].numpy() > 0)
+
+
+def test_disk_cache_matches_memory_cache(slices_with_masks: Dataset, tmp_path: Path) -> None:
+    mem = item_dataset(slices_with_masks, "train", cache="memory")
+    disk = item_dataset(slices_with_masks, "train", cache="disk", cache_dir=tmp_path / "cache")
+    for i in range(len(mem)):
+        torch.testing.assert_close(mem[i]["image"], disk[i]["image"])
+    assert any((tmp_path / "cache").iterdir())
+
+
+def test_train_augment_is_seeded_not_cached_and_moves_masks_with_images(slices_with_masks: Dataset) -> None:
+    from imgsynth.data.loading import TrainAugment
+
+    def epochs(seed: int) -> list[torch.Tensor]:
+        ds = item_dataset(slices_with_masks, "train", augment=TrainAugment(flip_axes=(0, 1), rot90=True, scale=0.1, seed=seed))
+        return [torch.stack([ds[i]["image"] for i in range(len(ds))]) for _ in range(2)]
+
+    a, b = epochs(1), epochs(1)
+    torch.testing.assert_close(a[0], b[0])
+    assert not torch.equal(a[0], a[1])  # a new draw every epoch: the cache stops before it
+    ds = item_dataset(slices_with_masks, "train", augment=TrainAugment(flip_axes=(0, 1), rot90=True, seed=3))
+    for i in range(len(ds)):
+        item = ds[i]
+        np.testing.assert_array_equal(item["cond"]["seg"].numpy() > 0.5, item["image"].numpy() > 0)
+
+
+def test_three_d_items_load(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    from imgsynth.data.pipeline import preprocess
+
+    (tmp_path / "in").mkdir()
+    vol = np.random.default_rng(2).normal(size=(8, 9, 10)).astype(np.float32)
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(tmp_path / "in" / "v.nii.gz"))
+    ds = item_dataset(preprocess([tmp_path / "in"], tmp_path / "out").out_dir, None)
+    assert ds[0]["image"].shape == (1, 8, 9, 10) and ds[0]["cond"] == {}

@@ -98,3 +98,13 @@ def test_cli_generate_and_its_errors(run: Path, tmp_path: Path, capsys: pytest.C
     assert "run folder not found" in capsys.readouterr().err
     with pytest.raises(UsageError, match="must not lie inside the run folder"):
         generate(run, run / "samples" / "x", n=1)
+
+
+def test_defaults_are_recorded_as_used(run: Path) -> None:
+    from imgsynth.generate import load_generator
+
+    gen = load_generator(run, "cpu")
+    assert gen.resolve_settings(None, None, None) == ("dpm++", 4, 2.0)  # the config's noise.steps / guidance
+    assert gen.resolve_settings("ddpm", None, 1.0) == ("ddpm", 100, 1.0)  # DDPM: every training timestep
+    with pytest.raises(UsageError, match="unknown sampler 'euler'"):
+        gen.resolve_settings("euler", None, None)

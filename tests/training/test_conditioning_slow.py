@@ -30,6 +30,7 @@ def _xy(ds: Dataset, rows: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarray
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_generated_classes_are_recognised_by_a_real_data_classifier(shared_data: Path, tmp_path: Path) -> None:
     from sklearn.linear_model import LogisticRegression
 

@@ -74,3 +74,16 @@ def test_dry_run_prints_resolved_config_and_plan(tiny_dataset: Dataset, tmp_path
 def test_builtin_configs_validate(name: str) -> None:
     cfg = load_config(name)
     assert cfg.model.family == "ldm"  # type: ignore[attr-defined]
+
+
+def test_mixed_precision_no_survives_yaml() -> None:
+    assert tiny_config("loop.mixed_precision=no").loop.mixed_precision == "no"
+
+
+def test_datasets_of_varying_size_are_refused(tmp_path: Path) -> None:
+    from imgsynth.contracts import DatasetInfo, Intensity
+    from imgsynth.training.ldm import check
+
+    info = DatasetInfo(spatial_dims=2, shape=[1, -1, -1], intensity=Intensity(kind="none"))
+    with pytest.raises(ConfigError, match=r"items vary in size \(shape \[1, -1, -1\]"):
+        check(tiny_config(), info)

@@ -37,3 +37,26 @@ def test_mlflow_requested_but_missing_is_a_clear_error(tmp_path: Path) -> None:
     ds = write_tiny_dataset(tmp_path / "ds", n_train=8, n_val=2)
     with pytest.raises(DependencyError, match=r"logging\.mlflow is on but mlflow is not installed"):
         train(ds.root, tmp_path / "run", tiny_config("logging.mlflow=true", steps=1))
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_perceptual_term_trains_with_user_weights(tmp_path: Path) -> None:
+    import torch
+
+    from imgsynth.contracts import RunFolder
+    from imgsynth.models.perceptual import vgg16_features
+
+    torch.manual_seed(0)
+    weights = tmp_path / "vgg16.pt"
+    torch.save({f"features.{k}": v for k, v in vgg16_features().state_dict().items()}, weights)
+    ds = write_tiny_dataset(tmp_path / "ds", n_train=8, n_val=2)
+    run = tmp_path / "run"
+    train(ds.root, run, tiny_config("model.losses.perceptual_weight=0.5", f"model.losses.perceptual_weights={weights}",
+                                    "loop.val_items=2", steps=2))
+    records = RunFolder(run).metrics("autoencoder")
+    assert all(r["G_main/perceptual"] > 0 for r in records if "G_main/loss" in r)
+    assert any("val/perceptual" in r for r in records)
+    missing = tiny_config("model.losses.perceptual_weight=0.5", f"model.losses.perceptual_weights={tmp_path / 'no.pt'}")
+    with pytest.raises(DependencyError, match=r"'model\.losses\.perceptual_weights'=.*no\.pt is not a file"):
+        train(ds.root, tmp_path / "run2", missing)
+    assert not (tmp_path / "run2").exists()

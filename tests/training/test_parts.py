@@ -87,6 +87,17 @@ def test_keyed_random_rows_depend_only_on_their_key() -> None:
     assert t.min() >= 0 and t.max() <= 9 and len(set(t.tolist())) == 10
 
 
+def test_keyed_random_distributions() -> None:
+    """SplitMix64 counters give standard normals (moments to 4th order), uniforms and integers."""
+    x = KeyedRandom(1, range(4000)).randn((25,), "n").flatten().double()
+    assert abs(float(x.mean())) < 0.01 and abs(float(x.std()) - 1) < 0.01
+    assert abs(float(((x - x.mean()) ** 4).mean() / x.var() ** 2) - 3) < 0.1  # kurtosis of a normal
+    u = KeyedRandom(1, range(4000)).rand("u", (5,))
+    assert float(u.min()) > 0 and float(u.max()) < 1 and abs(float(u.mean()) - 0.5) < 0.01
+    a = KeyedRandom(0, range(1000)).randn((50,), "n")
+    assert abs(float(torch.corrcoef(torch.stack([a[:-1].flatten(), a[1:].flatten()]))[0, 1])) < 0.02  # neighbours
+
+
 def test_phase_due_interval_and_warmup() -> None:
     reg = Phase("D_reg", "D", ("D",), interval=16)
     assert reg.due(0, 0.0) and not reg.due(5, 0.0) and reg.due(32, 0.0)

@@ -64,6 +64,9 @@ def test_interrupted_and_resumed_equals_straight(tiny_dataset: Dataset, straight
         assert rb[k] == pytest.approx(ra[k], abs=1e-6), k
     state = json.loads((resumed / "checkpoints" / "diffusion" / "step-000000004" / "state.json").read_text())
     assert state["loop"] == {**state["loop"], "step": 4, "nimg": 32}
+    for run in (straight_run, resumed):  # validation ran and named its best checkpoint
+        assert (run / "checkpoints" / "diffusion" / "best").is_file()
+        assert any("val/loss" in r for r in RunFolder(run).metrics("diffusion"))
     done = RunFolder(resumed).model_info()
     assert all(s.status == "complete" and s.step == 4 for s in done.stages.values())
 
