@@ -7,6 +7,7 @@ printed on one line (``--debug`` adds the traceback) and mapped to the exit code
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import traceback
@@ -14,6 +15,7 @@ from typing import Annotated
 
 import click
 import typer
+from rich.markup import escape
 
 import imgsynth
 from imgsynth.errors import EXIT_FAILED, EXIT_USAGE, ImgsynthError
@@ -116,12 +118,17 @@ def demo_placeholder() -> int:
 def _register_stages() -> None:
     """Attach each stage's subcommands (the modules import their heavy dependencies lazily).
 
-    Each stage package has a light ``cli.py`` with ``register(app)``; one line per stage here.
+    Each stage package has a light ``cli.py`` with ``register(app)``; one entry per stage here.
     """
-    __import__("imgsynth.data.cli", fromlist=["register"]).register(app)
-    __import__("imgsynth.review.cli", fromlist=["register"]).register(app)
-    __import__("imgsynth.training.cli", fromlist=["register"]).register(app)
-    __import__("imgsynth.generate.cli", fromlist=["register"]).register(app)
+    for module in (
+        "imgsynth.deid.cli",
+        "imgsynth.data.cli",
+        "imgsynth.training.cli",
+        "imgsynth.generate.cli",
+        "imgsynth.evaluation.cli",
+        "imgsynth.review.cli",
+    ):
+        importlib.import_module(module).register(app)
 
 
 _register_stages()
@@ -143,14 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     except ImgsynthError as exc:
         if _state["debug"]:
             traceback.print_exc()
-        console.print(f"[bold red]error:[/bold red] {exc}", markup=True, highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
         return exc.exit_code
     except Exception as exc:  # an unexpected failure: still one line unless --debug
         if _state["debug"]:
             traceback.print_exc()
         else:
             console.print(
-                f"[bold red]internal error:[/bold red] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+                f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))} (rerun with --debug for the traceback)",
                 markup=True,
                 highlight=False,
                 soft_wrap=True,
