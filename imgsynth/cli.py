@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                 soft_wrap=True,
             )
         return EXIT_FAILED
+    if result == 130:  # Ctrl-C: Typer turns it into Exit(130), which click returns outside standalone mode
+        console.print("[yellow]interrupted[/yellow]")
     return int(result) if isinstance(result, int) else 0
 
 
