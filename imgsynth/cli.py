@@ -108,13 +108,6 @@ def config_list() -> None:
         typer.echo(f"{name:28s} {data.get('kind', '(base: ' + str(data.get('base')) + ')')}")
 
 
-@app.command("demo")
-def demo_placeholder() -> int:
-    """Run the whole pipeline on built-in real data (not yet available in this version)."""
-    console.print("imgsynth demo: not yet available in this version; see README for the stages available.")
-    return 1
-
-
 def _register_stages() -> None:
     """Attach each stage's subcommands (the modules import their heavy dependencies lazily).
 
@@ -127,6 +120,7 @@ def _register_stages() -> None:
         "imgsynth.generate.cli",
         "imgsynth.evaluation.cli",
         "imgsynth.review.cli",
+        "imgsynth.demo.cli",
     ):
         importlib.import_module(module).register(app)
 
