@@ -98,14 +98,16 @@ def config_validate(
 
 @config_app.command("list")
 def config_list() -> None:
-    """List the built-in configs with their kind."""
-    import yaml
-
-    from imgsynth.config import builtin_config_dir, builtin_config_names
+    """List the built-in configs with their kind (resolved through ``base:`` chains)."""
+    from imgsynth.config import builtin_config_names, config_kind, load_config
+    from imgsynth.errors import ConfigError
 
     for name in builtin_config_names():
-        data = yaml.safe_load((builtin_config_dir() / f"{name}.yaml").read_text()) or {}
-        typer.echo(f"{name:28s} {data.get('kind', '(base: ' + str(data.get('base')) + ')')}")
+        try:
+            kind = config_kind(load_config(name))
+        except ConfigError as exc:
+            kind = f"invalid: {exc}"
+        typer.echo(f"{name:28s} {kind}")
 
 
 def _register_stages() -> None:
@@ -157,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                 soft_wrap=True,
             )
         return EXIT_FAILED
+    if result == 130:  # Ctrl-C: Typer turns it into Exit(130), which click returns outside standalone mode
+        console.print("[yellow]interrupted[/yellow]")
     return int(result) if isinstance(result, int) else 0
 
 

@@ -100,6 +100,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"invalid YAML{where}: {getattr(exc, 'problem', exc)}", path=path) from None
     except OSError as exc:
         raise ConfigError(f"cannot read config: {exc.strerror}", path=path) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not a UTF-8 text file (byte {exc.start}); save the config as UTF-8 YAML", path=path) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -268,6 +268,8 @@ def verify_tree(
     for root in roots:
         if not root.exists():
             raise UsageError(f"input not found: {root}")
+    if report is not None and (Path(report).is_dir() or not Path(report).parent.is_dir()):
+        raise UsageError(f"--report {report}: give a file name in an existing folder")
     from imgsynth.deid.files import lenient_values
 
     with warnings.catch_warnings(), lenient_values():

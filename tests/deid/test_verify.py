@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 
 import pydicom
+import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from imgsynth.deid import anonymize_tree, verify_tree
+from imgsynth.errors import UsageError
 
 from .conftest import make_ct, read, write
 
@@ -90,3 +92,10 @@ def test_corpus_input_against_itself_is_full_of_hits(tmp_path: Path, keyring) ->
     (tmp_path / "out" / "CT_small.dcm").write_bytes(src.read_bytes())  # under its input name, too
     kinds = {h.kind for h in verify_tree(tmp_path / "out", src).hits}
     assert {"uid", "date", "institution", "path"} <= kinds
+
+
+def test_report_path_that_is_a_folder_is_refused_before_the_scan(tmp_path: Path, keyring) -> None:  # noqa: ANN001
+    inp, _ = _one(tmp_path, keyring)
+    for report in (tmp_path, tmp_path / "missing" / "verify.json"):
+        with pytest.raises(UsageError, match="give a file name in an existing folder"):
+            verify_tree(tmp_path / "out", inp, report=report)
