@@ -7,6 +7,7 @@ printed on one line (``--debug`` adds the traceback) and mapped to the exit code
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import traceback
@@ -14,6 +15,7 @@ from typing import Annotated
 
 import click
 import typer
+from rich.markup import escape
 
 import imgsynth
 from imgsynth.errors import EXIT_FAILED, EXIT_USAGE, ImgsynthError
@@ -96,32 +98,33 @@ def config_validate(
 
 @config_app.command("list")
 def config_list() -> None:
-    """List the built-in configs with their kind."""
-    import yaml
-
-    from imgsynth.config import builtin_config_dir, builtin_config_names
+    """List the built-in configs with their kind (resolved through ``base:`` chains)."""
+    from imgsynth.config import builtin_config_names, config_kind, load_config
+    from imgsynth.errors import ConfigError
 
     for name in builtin_config_names():
-        data = yaml.safe_load((builtin_config_dir() / f"{name}.yaml").read_text()) or {}
-        typer.echo(f"{name:28s} {data.get('kind', '(base: ' + str(data.get('base')) + ')')}")
-
-
-@app.command("demo")
-def demo_placeholder() -> int:
-    """Run the whole pipeline on built-in real data (not yet available in this version)."""
-    console.print("imgsynth demo: not yet available in this version; see README for the stages available.")
-    return 1
+        try:
+            kind = config_kind(load_config(name))
+        except ConfigError as exc:
+            kind = f"invalid: {exc}"
+        typer.echo(f"{name:28s} {kind}")
 
 
 def _register_stages() -> None:
     """Attach each stage's subcommands (the modules import their heavy dependencies lazily).
 
-    Each stage package has a light ``cli.py`` with ``register(app)``; one line per stage here.
+    Each stage package has a light ``cli.py`` with ``register(app)``; one entry per stage here.
     """
-    __import__("imgsynth.data.cli", fromlist=["register"]).register(app)
-    __import__("imgsynth.review.cli", fromlist=["register"]).register(app)
-    __import__("imgsynth.training.cli", fromlist=["register"]).register(app)
-    __import__("imgsynth.generate.cli", fromlist=["register"]).register(app)
+    for module in (
+        "imgsynth.deid.cli",
+        "imgsynth.data.cli",
+        "imgsynth.training.cli",
+        "imgsynth.generate.cli",
+        "imgsynth.evaluation.cli",
+        "imgsynth.review.cli",
+        "imgsynth.demo.cli",
+    ):
+        importlib.import_module(module).register(app)
 
 
 _register_stages()
@@ -143,19 +146,21 @@ def main(argv: list[str] | None = None) -> int:
     except ImgsynthError as exc:
         if _state["debug"]:
             traceback.print_exc()
-        console.print(f"[bold red]error:[/bold red] {exc}", markup=True, highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
         return exc.exit_code
     except Exception as exc:  # an unexpected failure: still one line unless --debug
         if _state["debug"]:
             traceback.print_exc()
         else:
             console.print(
-                f"[bold red]internal error:[/bold red] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+                f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))} (rerun with --debug for the traceback)",
                 markup=True,
                 highlight=False,
                 soft_wrap=True,
             )
         return EXIT_FAILED
+    if result == 130:  # Ctrl-C: Typer turns it into Exit(130), which click returns outside standalone mode
+        console.print("[yellow]interrupted[/yellow]")
     return int(result) if isinstance(result, int) else 0
 
 

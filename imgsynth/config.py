@@ -100,6 +100,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"invalid YAML{where}: {getattr(exc, 'problem', exc)}", path=path) from None
     except OSError as exc:
         raise ConfigError(f"cannot read config: {exc.strerror}", path=path) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not a UTF-8 text file (byte {exc.start}); save the config as UTF-8 YAML", path=path) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -180,21 +182,38 @@ def _model_classes(annotation: Any) -> list[type[BaseModel]]:
     return found
 
 
+def _is_union_tag(cls: type[BaseModel], part: str) -> bool:
+    """True when ``part`` is the tag of ``cls`` in a discriminated union (a Literal field's value)."""
+    return any(typing.get_origin(f.annotation) is typing.Literal and f.default == part for f in cls.model_fields.values())
+
+
+def _walk(schema: type[BaseModel], loc: tuple[Any, ...]) -> tuple[list[type[BaseModel]], tuple[Any, ...]]:
+    """Schema classes reachable at ``loc``, and ``loc`` without discriminated-union tags
+    (pydantic reports ``model.stylegan2.key`` for the key ``model.key`` of the ``stylegan2`` member)."""
+    classes: list[type[BaseModel]] = [schema]
+    clean: list[Any] = []
+    for part in loc:
+        if isinstance(part, str):
+            if not any(part in cls.model_fields for cls in classes):
+                tagged = [cls for cls in classes if _is_union_tag(cls, part)]
+                if tagged:
+                    classes = tagged
+                    continue
+            nxt: list[type[BaseModel]] = []
+            for cls in classes:
+                field = cls.model_fields.get(part)
+                if field is not None:
+                    nxt.extend(_model_classes(field.annotation))
+            if nxt:
+                classes = nxt
+        clean.append(part)
+    return classes, tuple(clean)
+
+
 def valid_keys_at(schema: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """Field names valid at ``loc`` (the location of an offending key, without that key)."""
-    classes: list[type[BaseModel]] = [schema]
-    for part in loc:
-        if not isinstance(part, str):
-            continue
-        nxt: list[type[BaseModel]] = []
-        for cls in classes:
-            field = cls.model_fields.get(part)
-            if field is not None:
-                nxt.extend(_model_classes(field.annotation))
-        if nxt:
-            classes = nxt
     keys: list[str] = []
-    for cls in classes:
+    for cls in _walk(schema, loc)[0]:
         keys.extend(k for k in cls.model_fields if k not in keys)
     return keys
 
@@ -203,10 +222,11 @@ def _format_error(err: Mapping[str, Any], schema: type[BaseModel]) -> str:
     loc = tuple(err.get("loc", ()))
     # pydantic puts union member / tagged-union names into loc; keep only real keys and indices.
     field_loc = tuple(p for p in loc if isinstance(p, int) or not str(p).startswith(("function-", "tagged-")))
+    tag_loc, field_loc = field_loc, _walk(schema, field_loc)[1]
     dotted = ".".join(str(p) for p in field_loc) or "<root>"
     if err.get("type") == "extra_forbidden":
         key = str(field_loc[-1]) if field_loc else dotted
-        valid = valid_keys_at(schema, field_loc[:-1])
+        valid = valid_keys_at(schema, tag_loc[:-1])
         close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
         prefix = ".".join(str(p) for p in field_loc[:-1])
         suggestion = f"{prefix + '.' if prefix else ''}{close[0]}" if close else None

@@ -585,3 +585,69 @@ def read_answers(path: str | Path) -> list[AnswerRow]:
 
 def write_answers(path: str | Path, rows: Iterable[AnswerRow]) -> Path:
     return _write_csv_rows(Path(path), ANSWER_COLUMNS, rows)
+
+
+# =============================================================================================
+# De-identified DICOM folder (written by ``deid``)
+# =============================================================================================
+DEID_FORMAT = "imgsynth-deid"
+DEID_AUDIT = "audit.jsonl"
+DEID_QUARANTINE = "quarantine.jsonl"
+DEID_REPORT = "report.json"
+
+
+class AuditRecord(BaseModel):
+    """One line of ``audit.jsonl``: one input, named only by the keyed hash of its relative path."""
+
+    model_config = ConfigDict(extra="allow")
+
+    input: str
+    status: Literal["done", "quarantined"]
+    output: str | None = None
+    reason: str | None = None
+
+
+class DeidReport(_Strict):
+    """``report.json`` of a de-identified DICOM folder (counts and how it was made; no input path)."""
+
+    format: Literal["imgsynth-deid"] = DEID_FORMAT
+    version: int = CONTRACT_VERSION
+    status: Literal["running", "complete"]
+    counts: dict[str, int]
+    quarantine_reasons: dict[str, int] = Field(default_factory=dict)
+    options: list[str]
+    method_codes: list[str]
+    layout: Literal["uid", "mirror"]
+    key_fingerprint: str
+    config_hash: str
+    config: dict[str, Any]
+    profile_table: dict[str, Any]
+    provenance: dict[str, Any] = Field(default_factory=dict)
+
+
+def write_deid_report(folder: str | Path, report: DeidReport) -> Path:
+    return atomic_write_json(Path(folder) / DEID_REPORT, report.model_dump(mode="json"))
+
+
+def read_deid_report(folder: str | Path) -> DeidReport:
+    path = Path(folder) / DEID_REPORT
+    data = _read_json(path)
+    _check_format(data, DEID_FORMAT, path)
+    return _validate(DeidReport, data, path)
+
+
+def read_audit(folder: str | Path) -> list[AuditRecord]:
+    """``audit.jsonl`` (a truncated last line from a crash is ignored)."""
+    path = Path(folder) / DEID_AUDIT
+    return [_validate(AuditRecord, rec, path) for rec in read_jsonl(path)]
+
+
+def append_audit(folder: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
+    for rec in records:
+        append_jsonl(Path(folder) / DEID_AUDIT, dict(rec))
+
+
+def write_audit(folder: str | Path, records: Iterable[Mapping[str, Any]], *, name: str = DEID_AUDIT) -> Path:
+    """Rewrite ``audit.jsonl`` (or ``quarantine.jsonl``) atomically, one JSON object per line."""
+    lines = "".join(json.dumps(dict(r), sort_keys=False, default=str) + "\n" for r in records)
+    return atomic_write_text(Path(folder) / name, lines)

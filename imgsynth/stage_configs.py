@@ -5,5 +5,7 @@ here; ``imgsynth.config.config_kinds()`` imports this module on first use.
 """
 
 import imgsynth.data.config  # noqa: F401  (kind: preprocess)
+import imgsynth.deid.config  # noqa: F401
+import imgsynth.evaluation.config  # noqa: F401  (kind: evaluate)
 import imgsynth.review.config  # noqa: F401
 import imgsynth.training.config  # noqa: F401  (kind: train)

@@ -62,3 +62,14 @@ def test_config_validate_misspelt_key_exits_2_one_line(tmp_path: Path, capsys: p
 def test_usage_error_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["no-such-command"]) == 2
     assert main(["config", "show"]) == 2
+
+
+def test_ctrl_c_prints_interrupted_and_exits_130(monkeypatch, capsys) -> None:  # noqa: ANN001
+    import imgsynth.config
+
+    def interrupted(*_args, **_kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(imgsynth.config, "load_config", interrupted)
+    assert main(["config", "validate", "deid_basic"]) == 130
+    assert "interrupted" in capsys.readouterr().err

@@ -105,6 +105,10 @@ def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match="unknown config 'no_such_builtin'"):
         load_config("no_such_builtin")
+    binary = tmp_path / "c.yaml"
+    binary.write_bytes(b"\xff\xfe\x00kind: _test\n")
+    with pytest.raises(ConfigError, match="not a UTF-8 text file"):
+        load_config(binary)
 
 
 def test_base_loop_is_detected(tmp_path: Path) -> None:

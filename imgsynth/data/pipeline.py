@@ -273,6 +273,11 @@ def _plan(
     units, ignored = discover(specs, cfg, workers=workers)
     if ignored:
         log.info("%d file(s) were neither DICOM nor NIfTI and were ignored", ignored)
+    if not units:
+        raise InputError(
+            f"no DICOM series, NIfTI volume or MedMNIST file found in {', '.join(specs)} "
+            f"({ignored} other file(s) ignored); check the input paths"
+        )
     join_labels(units, cfg)
     assign_pseudonyms(units, key)
     kinds = {resolve_kind(cfg.intensity, u.fields.get("modality", "")) for u in units if u.error is None}

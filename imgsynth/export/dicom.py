@@ -261,6 +261,8 @@ def write_series(
     reorient_axial: bool = True,
     overwrite: bool = False,
     now: _dt.datetime | None = None,
+    series_uid: str | None = None,
+    first_instance: int = 1,
 ) -> list[Path]:
     """Write ``volume`` (``[H, W]`` image or ``[D, H, W]`` volume, physical units) as a DICOM series.
 
@@ -277,7 +279,8 @@ def write_series(
     derived from the study UID, so series sharing ``study_uid`` share the patient). ``window`` =
     (centre, width) in physical units. ``value_range`` fixes the stored-value mapping so that
     several series share it. UIDs are fresh (under ``uid_root`` if given); pass ``study_uid`` /
-    ``frame_of_reference_uid`` to put several series in one study. The series is written into a
+    ``frame_of_reference_uid`` to put several series in one study (and ``series_uid`` /
+    ``first_instance``, the InstanceNumber of the first slice, to add files to a series). The series is written into a
     temporary folder and renamed onto ``out_dir`` (which must be absent or empty unless
     ``overwrite``); returns the slice files in order.
     """
@@ -314,7 +317,7 @@ def write_series(
         series_number=int(series_number),
         patient_id=patient_id,
         study_uid=study_uid or new_uid(uid_root),
-        series_uid=new_uid(uid_root),
+        series_uid=series_uid or new_uid(uid_root),
         frame_uid=frame_of_reference_uid or new_uid(uid_root),
         uid_root=uid_root,
         window=window,
@@ -326,7 +329,7 @@ def write_series(
     try:
         names = []
         for k, geo in enumerate(geometry):
-            ds = series.slice_dataset(vol3[k], geo, k + 1)
+            ds = series.slice_dataset(vol3[k], geo, first_instance + k)
             name = f"IM{k + 1:04d}.dcm"
             ds.save_as(staging / name, enforce_file_format=True)
             names.append(name)

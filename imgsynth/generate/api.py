@@ -26,11 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from imgsynth.contracts import Condition, Dataset, DatasetInfo, RunFolder, save_item, write_dataset
-from imgsynth.errors import ContractError, ImgsynthError, InputError, UsageError
-from imgsynth.generate.writers import write_nifti, write_npy, write_png
-from imgsynth.utils.io import is_within
-from imgsynth.utils.log import get_logger, progress
+from imgsynth.contracts import Condition, Dataset, DatasetInfo, RunFolder
+from imgsynth.errors import ImgsynthError, InputError, UsageError
+from imgsynth.utils.log import get_logger
 
 log = get_logger("generate")
 FORMATS = ("png", "nifti")
@@ -43,10 +41,11 @@ class SampleRequest:
     index: int
     seed: int
     condition: dict[str, str | float] = field(default_factory=dict)
+    name: str | None = None  # id when not numbered by index (batch endpoint requests)
 
     @property
     def id(self) -> str:
-        return f"synthetic-{self.index:06d}"
+        return self.name or f"synthetic-{self.index:06d}"
 
 
 @dataclass
@@ -55,6 +54,11 @@ class SampleSettings:
     steps: int | None = None
     guidance: float | None = None
     formats: tuple[str, ...] = FORMATS
+    options: dict[str, float] = field(default_factory=dict)  # family-specific (``ImageGenerator.options``)
+    precision: str | None = None  # fp32 | bf16 (default: bf16 on CUDA, fp32 elsewhere)
+    provenance: dict[str, Any] = field(default_factory=dict)  # stamped on every file: run, checkpoint hash, ...
+    dicom: Any = None  # imgsynth.generate.dicom.DicomSettings, needed for the "dicom" format
+    digests: dict[str, str] = field(default_factory=dict)  # mask file -> content hash
 
 
 @dataclass
@@ -83,8 +87,9 @@ def parse_conditions(pairs: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def plan(conditions: Sequence[Condition], n: int, fixed: Mapping[str, str], seed: int) -> list[SampleRequest]:
-    """Requests for ``n`` items; conditions not in ``fixed`` are drawn per item from ``(seed, i)``."""
+def plan(conditions: Sequence[Condition], n: int, fixed: Mapping[str, str], seed: int, *,
+         start: int = 0) -> list[SampleRequest]:
+    """Requests for items ``start .. start + n - 1``; conditions not in ``fixed`` are drawn per item from ``(seed, i)``."""
     names = [c.name for c in conditions]
     unknown = [k for k in fixed if k not in names]
     if unknown:
@@ -103,7 +108,7 @@ def plan(conditions: Sequence[Condition], n: int, fixed: Mapping[str, str], seed
         elif cond.type == "mask":
             raise UsageError(f"condition '{cond.name}' is a mask: pass --condition {cond.name}=PATH.npy")
     requests = []
-    for i in range(n):
+    for i in range(start, start + n):
         s = item_seed(seed, i)
         values = dict(parsed)
         for cond in conditions:
@@ -174,6 +179,7 @@ def sample_set_info(generator: Any, settings: SampleSettings, seed: int, run: Ru
             "guidance": guidance,
             "seed": seed,
             "n": n,
+            "options": {**getattr(generator, "options", {}), **settings.options},
             "latent_scale_factor": getattr(generator, "scale_factor", None),
         },
     })
@@ -185,25 +191,23 @@ def generate_batch(generator: Any, requests: Sequence[SampleRequest], out_dir: s
     out_dir = Path(out_dir)
     if not requests:
         return []
+    from imgsynth.generate.outputs import inference, write_sample
+
     try:
         cond = encode_conditions(generator.info, requests)
-        images = generator.sample(cond, [r.seed for r in requests], sampler=settings.sampler, steps=settings.steps,
-                                  guidance=settings.guidance)
+        with inference(getattr(generator, "device", "cpu"), settings.precision):
+            images = generator.sample(cond, [r.seed for r in requests], sampler=settings.sampler, steps=settings.steps,
+                                      guidance=settings.guidance, **settings.options)
     except ImgsynthError as exc:
         return [SampleResult(r, error=str(exc)) for r in requests]
     arrays = images.detach().float().cpu().numpy()
-    masks = [c.name for c in generator.info.conditions if c.type == "mask" and c.name in cond]
+    conditions = [generator.info.condition(name) for name in generator.condition_names]
     results = []
-    for b, (req, image) in enumerate(zip(requests, arrays, strict=True)):
+    for req, image in zip(requests, arrays, strict=True):
         try:
-            row: dict[str, Any] = {"id": req.id, "path": write_npy(out_dir, req.id, image), "split": "synthetic",
-                                   "subject": req.id, **req.condition, "seed": req.seed}
-            for name in masks:  # the sample set carries the masks it was conditioned on
-                row[name] = save_item(out_dir, f"masks/{req.id}-{name}.npy", cond[name][b].cpu().numpy())
-            if "png" in settings.formats:
-                row["png"] = write_png(out_dir, req.id, image)
-            if "nifti" in settings.formats:
-                row["nifti"] = write_nifti(out_dir, req.id, image, generator.info)
+            row = write_sample(out_dir, req.id, req.index, req.seed, req.condition, image, generator.info, conditions,
+                               formats=settings.formats, provenance=settings.provenance, digests=settings.digests,
+                               dicom=settings.dicom)
             results.append(SampleResult(req, row=row))
         except (OSError, ImgsynthError) as exc:
             results.append(SampleResult(req, error=f"{type(exc).__name__}: {exc}"))
@@ -214,10 +218,12 @@ _GENERATORS: dict[tuple[str, str], Any] = {}
 
 
 def load_generator(run_dir: str | Path, device: str | torch.device | None = None) -> Any:
-    """The run's generator (its family's ``load_generator``), on ``device`` (GPU when present)."""
+    """The generator of a run folder or checkpoint (its family's ``load_generator``; see
+    :mod:`imgsynth.generate.checkpoint`), on ``device`` (GPU when present)."""
+    from imgsynth.generate.checkpoint import resolve_checkpoint
     from imgsynth.training.task import get_family
 
-    run = RunFolder.read(run_dir)
+    run = resolve_checkpoint(run_dir)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return get_family(run.model_info().family).load_generator(run, dev)
 
@@ -231,46 +237,64 @@ def generate_items(requests: list[SampleRequest], *, run_dir: str, out_dir: str,
     return generate_batch(_GENERATORS[key], requests, out_dir, settings)
 
 
+def check_settings(generator: Any, settings: SampleSettings, family: str) -> None:
+    """Refuse settings the generator does not take, naming the option (before anything is sampled)."""
+    accepted = getattr(generator, "options", {})
+    for name in settings.options:
+        if name not in accepted:
+            raise UsageError(f"--{name} does not apply to a {family} model (its options: {', '.join(accepted) or 'none'})")
+    for name, value, default in (("steps", settings.steps, generator.default_steps),
+                                 ("guidance", settings.guidance, generator.default_guidance)):
+        if value is not None and default is None:  # a generator without a default does not take the setting
+            raise UsageError(f"--{name} does not apply to a {family} model")
+    if settings.sampler is not None and settings.sampler not in generator.samplers:
+        raise UsageError(f"--sampler '{settings.sampler}' is not available for this model "
+                         f"(choose from {', '.join(generator.samplers)})")
+
+
 def generate(
     run_dir: str | Path,
     out_dir: str | Path,
     *,
-    n: int,
+    n: int | None = None,
     conditions: Mapping[str, str] | Sequence[str] | None = None,
+    conditions_csv: str | Path | None = None,
+    masks_from: str | Path | None = None,
     sampler: str | None = None,
     steps: int | None = None,
     guidance: float | None = None,
+    options: Mapping[str, float] | None = None,
     seed: int = 0,
     batch_size: int = 16,
     formats: Sequence[str] = FORMATS,
+    num_processes: int = 1,
     device: str | torch.device | None = None,
+    precision: str | None = None,
+    dicom_modality: str = "auto",
+    uid_root: str | None = None,
+    evaluation: str | Path | None = None,
 ) -> Dataset:
-    """Write ``n`` samples of the run at ``run_dir`` as a sample set in ``out_dir``; returns it."""
-    if n < 1:
-        raise UsageError("--n must be at least 1")
-    bad = [f for f in formats if f not in FORMATS]
-    if bad:
-        raise UsageError(f"unknown format '{bad[0]}' (choose from {', '.join(FORMATS)})")
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    if is_within(out_dir, run_dir):
-        raise UsageError(f"output folder {out_dir} must not lie inside the run folder")
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "dataset.json").exists():
-        raise UsageError(f"{out_dir} exists and is not a sample set; choose an empty or new OUT_DIR")
+    """Write samples of the run (or checkpoint) at ``run_dir`` as a sample set in ``out_dir``; returns it.
+
+    ``n`` samples with ``conditions`` fixed, or the rows of ``conditions_csv``; mask conditions from
+    ``masks_from`` (a dataset folder). ``options`` are the family's own sampling options
+    (``truncation`` of StyleGAN2). ``formats``: any of png, nifti, dicom beside the ``.npy`` items.
+    ``num_processes`` > 1 splits the work over that many processes (GPUs) through accelerate.
+    Re-running with the same settings resumes an interrupted set (or extends it to a larger ``n``).
+    See :mod:`imgsynth.generate.runner` and README.md.
+    """
+    from imgsynth.generate.runner import GenerateJob, launch, run_job
+
     fixed = parse_conditions(conditions) if isinstance(conditions, Sequence) and not isinstance(conditions, str) else dict(conditions or {})
-    generator = load_generator(run_dir, device)
-    run = RunFolder.read(run_dir)
-    settings = SampleSettings(sampler=sampler, steps=steps, guidance=guidance, formats=tuple(formats))
-    if settings.sampler is not None and settings.sampler not in generator.samplers:
-        raise UsageError(f"--sampler '{sampler}' is not available for this model (choose from {', '.join(generator.samplers)})")
-    info = sample_set_info(generator, settings, seed, run, n)
-    requests = plan(info.conditions, n, fixed, seed)
-    batches = [requests[i : i + batch_size] for i in range(0, n, batch_size)]
-    results: list[SampleResult] = []
-    for batch in progress(batches, total=len(batches), description="generating"):
-        results.extend(generate_batch(generator, batch, out_dir, settings))
-    failed = [r for r in results if r.error]
-    if failed:
-        raise ContractError(f"{len(failed)} of {n} samples failed; first: {failed[0].error}", path=out_dir)
-    rows = [r.row for r in results if r.row is not None]
-    log.info("wrote %d samples to %s", len(rows), out_dir)
-    return write_dataset(out_dir, info, rows)
+    job = GenerateJob(
+        checkpoint=str(run_dir), out_dir=str(out_dir), n=n, conditions=fixed,
+        conditions_csv=None if conditions_csv is None else str(conditions_csv),
+        masks_from=None if masks_from is None else str(masks_from), sampler=sampler, steps=steps, guidance=guidance,
+        options=dict(options or {}), seed=seed, batch_size=batch_size, formats=list(formats),
+        device=None if device is None else str(device), precision=precision, dicom_modality=dicom_modality,
+        uid_root=uid_root, evaluation=None if evaluation is None else str(evaluation),
+    )
+    job.check()
+    if num_processes > 1:
+        return launch(job, num_processes)
+    return run_job(job)

@@ -192,6 +192,12 @@ def read_scale_factor(path: Path) -> float:
     """The latent scale factor stored in a diffusion weights file's header."""
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata() or {}
-    if "latent_scale_factor" not in meta:
+    if "latent_scale_factor" not in meta:  # a checkpoint's ema.safetensors: the value is in its state.json
+        import json
+
+        state = path.parent / "state.json"
+        saved = json.loads(state.read_text(encoding="utf-8")).get("task", {}) if state.is_file() else {}
+        if saved.get("latent_scale_factor") is not None:
+            return float(saved["latent_scale_factor"])
         raise ContractError("weights lack 'latent_scale_factor' metadata (not a diffusion stage file?)", path=path)
     return float(meta["latent_scale_factor"])

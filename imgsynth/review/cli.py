@@ -33,8 +33,10 @@ def _load(config: str | None, overrides: list[str] | None) -> Any:
 
 def _with(section: Any, **given: Any) -> Any:
     """``section`` updated with the command-line values that were actually given."""
+    from imgsynth.config import validate_config
+
     values = {k: v for k, v in given.items() if v is not None}
-    return section.model_validate({**section.model_dump(), **values}) if values else section
+    return validate_config(type(section), {**section.model_dump(), **values}, source="command line") if values else section
 
 
 @review_app.command("export")

@@ -54,7 +54,7 @@ class ReviewExportConfig(ConfigBase):
 class ReviewScoreConfig(ConfigBase):
     """How returned answers are scored."""
 
-    bootstrap: int = Field(2000, ge=0, description="bootstrap resamples of cases for confidence intervals")
+    bootstrap: int = Field(2000, ge=0, le=20_000, description="bootstrap resamples of cases for confidence intervals")
     confidence_level: float = Field(0.95, gt=0.5, lt=1.0)
     seed: int = 0
     allow_incomplete: bool = Field(False, description="score the answered cases when some are missing")

@@ -258,6 +258,18 @@ def case_rows(ratings: Sequence[Rating]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda d: (d["truth"], -d["called_synthetic"], d["case"]))
 
 
+def _check_out_dir(out_dir: Path, key_csv: Path) -> None:
+    """Refuse an output folder that is a file (or lies under one) or sits inside the reading packages."""
+    existing = next((p for p in (out_dir, *out_dir.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UsageError(f"output folder {out_dir}: {existing} is a file, not a folder; choose a folder")
+    if out_dir.resolve().is_relative_to((key_csv.parent / "readers").resolve()):
+        raise UsageError(
+            f"output folder {out_dir} lies inside the reading packages (readers/): the results reveal which "
+            "cases are real; choose a folder outside readers/"
+        )
+
+
 # =============================================================================================
 # API
 # =============================================================================================
@@ -276,6 +288,7 @@ def score_review(
     for src in (key_csv, *answers):
         if Path(src).resolve() in outputs:
             raise UsageError(f"input {src} would be overwritten by the results; choose another output folder")
+    _check_out_dir(out_dir, Path(key_csv))
     ratings, readers, warnings = match_answers(key_csv, answers, allow_incomplete=cfg.allow_incomplete)
     table = _Table.build(ratings)
     rng = np.random.default_rng(cfg.seed)

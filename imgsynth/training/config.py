@@ -19,18 +19,18 @@ accumulation makes up the difference.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from imgsynth.config import ConfigBase, register_config
 from imgsynth.errors import ConfigError
 from imgsynth.models.config import LDMConfig
+from imgsynth.models.stylegan2_config import StyleGAN2Config
 
-# One schema per family, told apart by `family`. A new family adds its class here:
-#   ModelConfig = Annotated[LDMConfig | StyleGAN2Config, Field(discriminator="family")]
-# and provides `stage_names() -> list[str]` and `spatial_dims`.
-ModelConfig = LDMConfig
+# One schema per family, told apart by `family`; each provides `stage_names() -> list[str]` and
+# `spatial_dims`.
+ModelConfig = Annotated[LDMConfig | StyleGAN2Config, Field(discriminator="family")]
 
 
 class StageConfig(ConfigBase):

@@ -4,3 +4,4 @@ One line per family; each module calls ``register_family(ModelFamily(...))`` at 
 """
 
 import imgsynth.training.ldm  # noqa: E402,F401  (family "ldm")
+import imgsynth.training.stylegan2  # noqa: E402,F401  (family "stylegan2")

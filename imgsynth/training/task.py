@@ -257,9 +257,12 @@ class ImageGenerator(Protocol):
     info: DatasetInfo  # schema of the training data: shape, conditions, intensity mapping
     condition_names: list[str]  # the conditions the model was trained on (a subset of info's)
     samplers: tuple[str, ...]  # names accepted by ``sample(sampler=...)``; the first is the default
-    default_steps: int
-    default_guidance: float
+    default_steps: int | None  # None: the model takes no steps setting (one forward pass)
+    default_guidance: float | None  # None: the model takes no guidance setting
     checkpoint: dict[str, str]  # {"path": ..., "sha256": ...} of the weights sampled from
+    # Optional: family-specific options ``sample`` takes as keywords, with their defaults
+    # (StyleGAN2: {"truncation": 1.0}); a generator without this attribute takes none.
+    options: Mapping[str, float]
 
     def sample(
         self,
@@ -269,6 +272,7 @@ class ImageGenerator(Protocol):
         sampler: str | None = None,
         steps: int | None = None,
         guidance: float | None = None,
+        **options: float,
     ) -> torch.Tensor: ...
 
 

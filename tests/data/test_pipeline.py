@@ -493,3 +493,14 @@ def test_medmnist_3d_keeps_its_size_and_labels(shared_data: Path, tmp_path: Path
     first = next(r for r in ds.rows if r["split"] == "test")
     np.testing.assert_allclose(ds.info.intensity.to_physical(ds.load(first)[0]), raw["test_images"][0], atol=1e-3)
     assert first["label"] == ["normal", "mass"][int(raw["test_labels"][0, 0])]
+
+
+def test_inputs_with_nothing_usable_say_so_and_leave_no_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "notes.txt").write_text("not an image\n")
+    for src in ("empty", "text"):
+        assert main(["preprocess", str(tmp_path / src), str(tmp_path / f"out-{src}")]) == 1
+        err = capsys.readouterr().err
+        assert "no DICOM series, NIfTI volume or MedMNIST file found" in err and "errors.jsonl" not in err
+        assert not (tmp_path / f"out-{src}").exists()

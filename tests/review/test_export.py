@@ -281,3 +281,16 @@ def test_cli_export_with_config_file(pair_2d: tuple[Path, Path], tmp_path: Path,
     assert main(["review", "export", "--real", str(real), "--synthetic", str(synth), str(tmp_path / "x"),
                  "--config", str(conf)]) == 2
     assert "did you mean 'export.n_real'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("option", "field"), [("--n-real=-1", "'n_real'"), ("--readers=100000", "'readers'"),
+                                               ("--modality=XX", "'modality'")])
+def test_out_of_range_options_are_one_line_usage_errors(
+    pair_2d: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, field: str
+) -> None:
+    real, synth = pair_2d
+    code = main(["review", "export", str(tmp_path / "out"), "--real", str(real), "--synthetic", str(synth), option])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"command line: {field}" in err and "internal error" not in err and "pydantic" not in err
+    assert not (tmp_path / "out").exists()

@@ -184,3 +184,16 @@ def test_cli_score_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     files[1].write_text(files[1].read_text().replace("R02,C1,real,3,4", "R02,C1,real,7,4"))
     assert main(["review", "score", str(key), *map(str, files), str(out)]) == 1
     assert "'confidence'" in capsys.readouterr().err
+
+
+def test_output_folder_that_is_a_file_or_inside_readers_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key, files = write_study(tmp_path)
+    (tmp_path / "readers" / "R01").mkdir(parents=True)
+    for out, message in [(key, "is a file, not a folder"), (files[0] / "x", "is a file, not a folder"),
+                         (tmp_path / "readers" / "R01" / "res", "lies inside the reading packages")]:
+        assert main(["review", "score", str(key), *map(str, files), str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "internal error" not in err
+    assert not (tmp_path / "readers" / "R01" / "res").exists()
+    assert main(["review", "score", str(key), *map(str, files), str(tmp_path / "o"), "--bootstrap", "100000000"]) == 2
+    assert "'bootstrap'" in capsys.readouterr().err

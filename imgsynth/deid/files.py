@@ -1,0 +1,232 @@
+"""One file: read and check it, de-identify it, encode it, and place it in the output folder.
+
+Every problem becomes an :class:`~imgsynth.errors.InputError` with a one-line reason that names the
+problem and never a value from the file (reasons are written inside the output folder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import pydicom
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+import imgsynth
+from imgsynth.errors import InputError
+
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+IMPLEMENTATION_VERSION = f"IMGSYNTH_{imgsynth.__version__}"[:16]
+_TAG_IN_TEXT = re.compile(r"\(([0-9A-Fa-f]{4}),\s*([0-9A-Fa-f]{4})\)")
+
+
+def _tag_hint(text: str) -> str:
+    m = _TAG_IN_TEXT.search(text)
+    return f" at ({m.group(1).upper()},{m.group(2).upper()})" if m else ""
+
+
+def text_value(ds: Dataset, tag: int) -> str:
+    """A string element's value as stripped text, decoded straight from its raw bytes when pydicom
+    has not converted it yet (for the few attributes read to decide what to do with a file)."""
+    elem = ds.get_item(tag)
+    if elem is None:
+        return ""
+    value = elem.value
+    if isinstance(value, bytes):
+        return value.decode("latin-1").strip(" \x00")
+    return "" if value is None else str(value).strip(" \x00")
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line reason for an exception that names its kind and tag, never a value or a path."""
+    text = str(exc)
+    if isinstance(exc, InputError):
+        return text
+    if isinstance(exc, EOFError) or "end of file" in text.lower() or "truncat" in text.lower():
+        return f"truncated file{_tag_hint(text)}"
+    if isinstance(exc, MemoryError):
+        return "file too large to decode in memory"
+    return f"cannot decode DICOM ({type(exc).__name__}{_tag_hint(text)})"
+
+
+def read_dataset(path: Path) -> tuple[Dataset, list[str]]:
+    """Read ``path`` completely; returns the dataset and notes about what was repaired."""
+    notes: list[str] = []
+    if path.stat().st_size == 0:
+        raise InputError("empty file")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = pydicom.dcmread(path)
+        except InvalidDicomError:
+            try:
+                ds = pydicom.dcmread(path, force=True)
+            except Exception:
+                raise InputError("not a DICOM file (no DICM prefix and no readable dataset)") from None
+            notes.append("no file meta information: rebuilt")
+        except Exception as exc:
+            raise InputError(describe_error(exc)) from None
+        messages = [str(w.message) for w in caught]
+    for msg in messages:
+        low = msg.lower()
+        if "end of file" in low or "truncat" in low or "premature" in low:
+            raise InputError(f"truncated file{_tag_hint(msg)}")
+        if "expected explicit vr, but found implicit" in low or "expected implicit vr, but found explicit" in low:
+            notes.append("transfer syntax in file meta contradicts the encoding: corrected")
+    if str(getattr(ds, "file_meta", Dataset()).get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS or (
+        0x00041220 in ds
+    ):
+        raise InputError("DICOMDIR (media directory), not an instance: rebuild it from the de-identified files")
+    try:
+        sop_class, sop_instance = text_value(ds, 0x00080016), text_value(ds, 0x00080018)
+    except Exception:
+        raise InputError("not a DICOM file (unreadable SOP Class/Instance UID)") from None
+    if not sop_class or not sop_instance:
+        if not notes:
+            raise InputError("not a composite instance: SOP Class UID or SOP Instance UID missing")
+        raise InputError("not a DICOM file (no DICM prefix, no SOP Class/Instance UID)")
+    _check_complete(ds)
+    _check_pixel_length(ds)
+    _match_encoding(ds)
+    return ds, notes
+
+
+def _match_encoding(ds: Dataset) -> None:
+    """Record the encoding the elements were really read in (a file meta may claim explicit VR for
+    an implicit dataset), so that writing them in the file's transfer syntax converts them."""
+    first = ds.get_item(next(iter(ds.keys()))) if len(ds) else None
+    if isinstance(first, RawDataElement) and (first.is_implicit_VR, first.is_little_endian) != ds.original_encoding:
+        ds.set_original_encoding(first.is_implicit_VR, first.is_little_endian, ds.original_character_set)
+
+
+def _check_complete(ds: Dataset) -> None:
+    """A file cut short leaves its last element shorter than its declared length."""
+    if not len(ds):
+        return
+    last = next(reversed(ds.keys()))  # elements are read in tag order
+    raw = ds.get_item(last, keep_deferred=True)
+    if isinstance(raw, RawDataElement) and raw.value is not None and raw.length != 0xFFFFFFFF and len(raw.value) < raw.length:
+        t = int(last)
+        raise InputError(f"truncated file: ({t >> 16:04X},{t & 0xFFFF:04X}) holds {len(raw.value)} of {raw.length} bytes")
+
+
+def _check_pixel_length(ds: Dataset) -> None:
+    """Native pixel data shorter than Rows x Columns x Frames x Samples x Bits means a truncated file."""
+    elem = ds.get_item(0x7FE00010)
+    if elem is None or elem.value is None:
+        return
+    ts = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
+    if ts is not None and UID(ts).is_compressed:
+        return
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = int(ds.BitsAllocated)
+    except (AttributeError, TypeError, ValueError):
+        raise InputError("pixel data without a valid Rows/Columns/BitsAllocated description") from None
+    expected = (rows * cols * frames * samples * bits + 7) // 8
+    if len(elem.value) < expected:
+        raise InputError(f"truncated pixel data ({len(elem.value)} of {expected} bytes)")
+
+
+def transfer_syntax(ds: Dataset) -> UID:
+    """The transfer syntax to write: the file's own, or the encoding it was actually read with."""
+    implicit, little = ds.original_encoding
+    actual = ImplicitVRLittleEndian if implicit else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    ts = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
+    if ts is None or not UID(ts).is_transfer_syntax:
+        return actual
+    ts = UID(ts)
+    if not ts.is_compressed and not ts.is_deflated and (ts.is_implicit_VR, ts.is_little_endian) != (implicit, little):
+        return actual  # meta contradicts the encoding: keep the encoding the data is really in
+    return ts
+
+
+def prepare_file_meta(ds: Dataset, ts: UID) -> None:
+    """Zero preamble and rebuilt file meta (MediaStorageSOPInstanceUID = SOPInstanceUID)."""
+    meta = FileMetaDataset()
+    for tag, value in ((0x00020002, text_value(ds, 0x00080016)), (0x00020003, text_value(ds, 0x00080018)),
+                       (0x00020010, ts), (0x00020012, PYDICOM_IMPLEMENTATION_UID)):
+        meta[tag] = DataElement(tag, "UI", value)
+    meta[0x00020013] = DataElement(0x00020013, "SH", IMPLEMENTATION_VERSION)
+    ds.file_meta = meta
+    ds.preamble = b"\x00" * 128
+
+
+def encode(ds: Dataset, ts: UID) -> bytes:
+    """The whole DICOM file as bytes (see :func:`prepare_file_meta`)."""
+    buf = io.BytesIO()
+    prepare_file_meta(ds, ts)
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+@contextlib.contextmanager
+def lenient_values() -> Iterator[None]:
+    """Neither validate values read nor values written (a plain read/write copy does neither),
+    and keep pydicom's log quiet."""
+    settings, logger = pydicom.config.settings, logging.getLogger("pydicom")
+    saved = settings.reading_validation_mode, settings.writing_validation_mode, logger.disabled
+    settings.reading_validation_mode = settings.writing_validation_mode = pydicom.config.IGNORE
+    logger.disabled = True  # pydicom logs what it warns about, with values and paths
+    try:
+        yield
+    finally:
+        settings.reading_validation_mode, settings.writing_validation_mode, logger.disabled = saved
+
+
+_made_dirs: set[Path] = set()
+
+
+def place(out_dir: Path, rel: str, write: Callable[[BinaryIO], None]) -> tuple[str, bool, int]:
+    """Write a file at ``out_dir/rel`` with ``write(fh)``, never overwriting another file.
+
+    Returns (relative path, written, size). Identical content already there is not written again
+    (``written`` False). Different content under the same name gets ``_1``, ``_2``, ... before the
+    suffix. The file appears under its final name only once complete (temporary name + hard link,
+    atomic between processes; a plain rename where the file system has no hard links).
+    """
+    target = out_dir / rel
+    if target.parent not in _made_dirs:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _made_dirs.add(target.parent)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+        size = tmp.stat().st_size
+        stem, suffix = (rel[: -len(Path(rel).suffix)], Path(rel).suffix) if Path(rel).suffix else (rel, "")
+        for n in range(1000):
+            candidate = rel if n == 0 else f"{stem}_{n}{suffix}"
+            path = out_dir / candidate
+            try:
+                os.link(tmp, path)
+                return candidate, True, size
+            except FileExistsError:
+                pass
+            except OSError:  # no hard links on this file system (some network mounts): rename instead
+                if not path.exists():
+                    os.replace(tmp, path)
+                    return candidate, True, size
+            if path.stat().st_size == size and path.read_bytes() == tmp.read_bytes():
+                return candidate, False, size
+        raise InputError(f"more than 1000 different files named {rel}")
+    finally:
+        tmp.unlink(missing_ok=True)
