@@ -49,7 +49,7 @@ BENCHES = (
     Bench("train", "bench_train.py", ("--steps", "16", "--reps", "1", "--ddpm-steps", "250"), ("pneumonia",)),
     Bench("stylegan2", "bench_stylegan2.py", ("--resolutions", "32", "64", "--repeats", "1"), ("pneumonia",)),
     Bench("generate", "bench_generate.py", ("--images", "8"), ()),
-    Bench("evaluate", "bench_evaluate.py", ("--synthetic", "2000", "--features", "2000"), ("pneumonia",)),
+    Bench("evaluate", "bench_evaluate.py", ("--synthetic", "1000", "--features", "1000"), ("pneumonia",)),
     Bench("review", "bench_review.py", ("--cases", "20", "--readers", "2", "--size3d", "64"), ("pneumonia",)),
 )
 

@@ -25,7 +25,7 @@ def demo(
     De-identifies pydicom's DICOM test files (and verifies), turns nilearn's MNI152 brain template
     into a conditioned slice dataset, trains a small latent diffusion model (and, without --quick,
     a StyleGAN2), generates PNG/NIfTI/DICOM samples, evaluates them and exports a review package.
-    Ctrl-C stops cleanly; the same command resumes. Full run ~15 minutes on 2 CPU cores.
+    Ctrl-C stops cleanly; the same command resumes. Full run under 15 minutes on 2 CPU cores.
     """
     from imgsynth.demo.runner import run_demo
     from imgsynth.utils.log import console as err
