@@ -217,8 +217,8 @@ def test_second_run_skips_and_interrupted_stage_resumes(demo: tuple[Layout, str]
     again = _demo(lay.root, env=env)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "done by an earlier run" in again.stdout
-    this_run = re.search(r"this run: (\d+) s", again.stdout)
-    assert this_run is not None and int(this_run.group(1)) <= 10  # contract checks only, no stage ran
+    # The summary says how long this run took (contract checks only; no timing bound in a test).
+    assert re.search(r"this run: \d+ s", again.stdout) is not None
     after = _files(lay.root)
     changed = {k for k in before if after.get(k) != before[k]} - {"demo.json", "README.txt"}
     assert not changed, f"a skipped stage rewrote {sorted(changed)[:5]}"
