@@ -125,6 +125,14 @@ def _value(ds: Dataset, t: int, elem: DataElement | RawDataElement, vr: str, st:
     return elem.value
 
 
+def _element(ds: Dataset, t: int) -> DataElement | RawDataElement | None:
+    """``ds.get_item(t)`` without converting ``t`` to a Tag (the dataset's own dict looked up)."""
+    elem = ds._dict.get(t)
+    if isinstance(elem, RawDataElement) and elem.value is None:
+        return ds.get_item(t)  # a deferred value: read it
+    return elem
+
+
 def _vr_of(elem: DataElement | RawDataElement, entry: Entry) -> str:
     vr = elem.VR
     if not vr or vr == "UN" or " or " in vr:
@@ -138,7 +146,7 @@ def iod_contexts(ds: Dataset) -> tuple[str, ...]:
     """The IOD family contexts of :data:`~imgsynth.deid.profile.TYPE_HINTS` for a dataset."""
     sop = text_value(ds, 0x00080016)
     out = []
-    if sop in ENHANCED_SOP_CLASSES or 0x52009229 in ds or 0x52009230 in ds:  # functional groups
+    if sop in ENHANCED_SOP_CLASSES or 0x52009229 in ds._dict or 0x52009230 in ds._dict:  # functional groups
         out.append("enhanced")
     if sop.startswith("1.2.840.10008.5.1.4.1.1.88."):
         out.append("sr")
@@ -170,6 +178,7 @@ class Deidentifier:
         self.drop_curves = self._row_action(self.table.row(CURVE_DATA)) == "X"
         self.full_dates = Option.RETAIN_LONG_FULL_DATES in self.options
         self.modified_dates = Option.RETAIN_LONG_MODIFIED_DATES in self.options
+        self._decided: dict[tuple[int, str | None, tuple[str, ...], bool], tuple[Entry, str, str]] = {}
 
     # -- the action table under this config -------------------------------------------------
     def _row_action(self, row: Row | None) -> str | None:
@@ -249,7 +258,11 @@ class Deidentifier:
         action is D, free text the table does not list is replaced by a dummy, not cleaned."""
         contexts = (f"in:{parents[-1]}", *st.contexts) if parents else st.contexts
         private: list[int] = []
-        for tag in list(ds.keys()):
+        decided = self._decided
+        if len(decided) > 100_000:  # bounded memory over any number of files
+            decided.clear()
+        counts = st.counts
+        for tag, elem in list(ds._dict.items()):  # (tag, element as stored: raw until converted)
             t = int(tag)
             group = t >> 16
             if group & 1:
@@ -263,24 +276,39 @@ class Deidentifier:
                 del ds[tag]  # removing Overlay/Curve Data removes the whole group that describes it
                 st.counts["X"] += 1
                 continue
-            elem = ds.get_item(tag)
-            entry = self.entry(t)
-            vr = _vr_of(elem, entry)
-            action = entry.action
-            if action is None:
-                action = self._unlisted_action(entry, vr, dummy_text)
-            elif action in COMPOUND_ACTIONS:
-                action = resolve(action, entry.keyword, contexts)
+            if isinstance(elem, RawDataElement) and elem.value is None:
+                elem = ds.get_item(tag)  # a deferred value: read it
+            key = (t, elem.VR, contexts, dummy_text)
+            decision = decided.get(key)
+            if decision is None:
+                decision = decided[key] = self._decide(t, elem, contexts, dummy_text)
+            entry, vr, action = decision
             if t in VOCABULARY_TAGS:
                 st.needles.add_vocabulary(_value(ds, t, elem, vr, st))
             if entry.kind is not None and action != "K" and not entry.retained_by & self.options:
                 st.needles.add_value(vr, _value(ds, t, elem, vr, st), Needle(entry.kind, entry.keyword, entry.retained_by))
+            if action == "K" and vr != "SQ":  # most elements: kept as read
+                counts["K"] += 1
+                continue
             if action in ("Z", "D") and (t == PATIENT_ID or (t == PATIENT_NAME and patient_key is not None)):
                 self._pseudonymise(ds, t, vr, st, patient_key)  # a dummy value that stays the same per patient
                 continue
             self._apply(ds, t, elem, vr, action, entry, st, parents, dummy_text)
         if private:
             self._private(ds, private, st)
+
+    def _decide(
+        self, t: int, elem: DataElement | RawDataElement, contexts: tuple[str, ...], dummy_text: bool
+    ) -> tuple[Entry, str, str]:
+        """(entry, VR, action) of one tag in one place; the same for every file, so memoised."""
+        entry = self.entry(t)
+        vr = _vr_of(elem, entry)
+        action = entry.action
+        if action is None:
+            action = self._unlisted_action(entry, vr, dummy_text)
+        elif action in COMPOUND_ACTIONS:
+            action = resolve(action, entry.keyword, contexts)
+        return entry, vr, action
 
     def _unlisted_action(self, entry: Entry, vr: str, dummy_text: bool) -> str:
         """Policy for standard attributes that Table E.1-1 does not list (see README.md)."""
@@ -334,7 +362,7 @@ class Deidentifier:
         if vr == "SQ":
             ds[t] = DataElement(t, "SQ", Sequence())
         elif isinstance(elem, RawDataElement):
-            ds[t] = elem._replace(value=b"", length=0)
+            ds._dict[t] = elem._replace(value=b"", length=0)  # a public, non-pixel element already there
         else:
             ds[t] = DataElement(t, vr, None)
 
@@ -350,7 +378,7 @@ class Deidentifier:
 
     def _map_uids(self, ds: Dataset, t: int, st: FileState, *, only_instances: bool) -> bool:
         """Replace the UIDs of one element (U); returns False when nothing needed replacing."""
-        value = ds.get_item(t).value
+        value = _element(ds, t).value
         values = (value.decode("latin-1").split("\\") if isinstance(value, bytes) else values_of(value)) or [""]
         if only_instances and all(v.strip() in UID_dictionary or not v.strip() for v in values):
             return False
@@ -405,9 +433,9 @@ class Deidentifier:
     def _clean_text(self, st: FileState) -> None:
         """Remove the file's identifying values from the text kept (and patterns from descriptors)."""
         for ds, t, vr, descriptor, needs_value in st.to_clean:
-            if t not in ds:
+            elem = _element(ds, t)
+            if elem is None:
                 continue
-            elem = ds.get_item(t)
             if not descriptor and not st.needles:
                 continue
             if isinstance(elem, RawDataElement) and st.simple_charset and elem.value is not None:
@@ -497,6 +525,6 @@ class Deidentifier:
 
     def _mark(self, ds: Dataset, pixels_cleaned: bool) -> None:
         for elem in self._marks(pixels_cleaned):
-            ds[elem.tag] = elem
+            ds._dict[elem.tag] = elem  # public, not pixel data, items without US/SS: no bookkeeping needed
         if pixels_cleaned and "BurnedInAnnotation" in ds:
             ds.BurnedInAnnotation = "NO"

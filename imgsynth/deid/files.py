@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pydicom
+from pydicom.datadict import DicomDictionary, get_entry
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
@@ -44,10 +45,12 @@ def _tag_hint(text: str) -> str:
 def text_value(ds: Dataset, tag: int) -> str:
     """A string element's value as stripped text, decoded straight from its raw bytes when pydicom
     has not converted it yet (for the few attributes read to decide what to do with a file)."""
-    elem = ds.get_item(tag)
+    elem = ds._dict.get(tag)  # (a plain dict lookup: no Tag conversion)
     if elem is None:
         return ""
     value = elem.value
+    if value is None and isinstance(elem, RawDataElement):  # deferred: read it
+        value = ds.get_item(tag).value
     if isinstance(value, bytes):
         return value.decode("latin-1").strip(" \x00")
     return "" if value is None else str(value).strip(" \x00")
@@ -89,9 +92,7 @@ def read_dataset(path: Path) -> tuple[Dataset, list[str]]:
             raise InputError(f"truncated file{_tag_hint(msg)}")
         if "expected explicit vr, but found implicit" in low or "expected implicit vr, but found explicit" in low:
             notes.append("transfer syntax in file meta contradicts the encoding: corrected")
-    if str(getattr(ds, "file_meta", Dataset()).get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS or (
-        0x00041220 in ds
-    ):
+    if _meta_value(ds, 0x00020002) == DICOMDIR_SOP_CLASS or 0x00041220 in ds._dict:
         raise InputError("DICOMDIR (media directory), not an instance: rebuild it from the de-identified files")
     try:
         sop_class, sop_instance = text_value(ds, 0x00080016), text_value(ds, 0x00080018)
@@ -131,26 +132,56 @@ def _check_pixel_length(ds: Dataset) -> None:
     elem = ds.get_item(0x7FE00010)
     if elem is None or elem.value is None:
         return
-    ts = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
-    if ts is not None and UID(ts).is_compressed:
+    ts = _meta_value(ds, 0x00020010)
+    if ts and UID(ts).is_compressed:
         return
     try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
-        bits = int(ds.BitsAllocated)
-    except (AttributeError, TypeError, ValueError):
+        rows, cols, bits = (_int_value(ds, t) for t in (0x00280010, 0x00280011, 0x00280100))
+        frames = _int_value(ds, 0x00280008, 1) or 1
+        samples = _int_value(ds, 0x00280002, 1) or 1
+    except (KeyError, TypeError, ValueError):
         raise InputError("pixel data without a valid Rows/Columns/BitsAllocated description") from None
     expected = (rows * cols * frames * samples * bits + 7) // 8
     if len(elem.value) < expected:
         raise InputError(f"truncated pixel data ({len(elem.value)} of {expected} bytes)")
 
 
+def _meta_value(ds: Dataset, tag: int) -> str:
+    """A file meta string value ("" when there is no file meta or no such element)."""
+    meta = getattr(ds, "file_meta", None)
+    return text_value(meta, tag) if meta is not None else ""
+
+
+def _int_value(ds: Dataset, tag: int, default: int | None = None) -> int:
+    """An unsigned short (US) or integer string (IS) value, read from the raw bytes when the
+    element has not been converted (so that it is still written back byte for byte)."""
+    elem = ds._dict.get(tag)
+    if elem is None:
+        if default is None:
+            raise KeyError(tag)
+        return default
+    raw = elem.value if isinstance(elem, RawDataElement) else None
+    if isinstance(raw, bytes):
+        vr = elem.VR or (get_entry(tag)[0] if tag in DicomDictionary else None)
+        if vr == "US" and len(raw) == 2:
+            return int.from_bytes(raw, "little" if elem.is_little_endian else "big")
+        if vr == "IS":
+            text = raw.decode("latin-1").strip(" \x00")
+            return int(text) if text else (default if default is not None else int(text))
+    value = ds[tag].value
+    if value is None or value == "":
+        if default is None:
+            raise ValueError(tag)
+        return default
+    return int(value)
+
+
 def transfer_syntax(ds: Dataset) -> UID:
     """The transfer syntax to write: the file's own, or the encoding it was actually read with."""
     implicit, little = ds.original_encoding
     actual = ImplicitVRLittleEndian if implicit else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
-    ts = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
     if ts is None or not UID(ts).is_transfer_syntax:
         return actual
     ts = UID(ts)
@@ -172,9 +203,11 @@ def prepare_file_meta(ds: Dataset, ts: UID) -> None:
 
 def encode(ds: Dataset, ts: UID) -> bytes:
     """The whole DICOM file as bytes (see :func:`prepare_file_meta`)."""
+    from imgsynth.deid.writer import write_file
+
     buf = io.BytesIO()
     prepare_file_meta(ds, ts)
-    ds.save_as(buf, enforce_file_format=True)
+    write_file(buf, ds, ts)
     return buf.getvalue()
 
 
@@ -192,9 +225,6 @@ def lenient_values() -> Iterator[None]:
         settings.reading_validation_mode, settings.writing_validation_mode, logger.disabled = saved
 
 
-_made_dirs: set[Path] = set()
-
-
 def place(out_dir: Path, rel: str, write: Callable[[BinaryIO], None]) -> tuple[str, bool, int]:
     """Write a file at ``out_dir/rel`` with ``write(fh)``, never overwriting another file.
 
@@ -204,12 +234,14 @@ def place(out_dir: Path, rel: str, write: Callable[[BinaryIO], None]) -> tuple[s
     atomic between processes; a plain rename where the file system has no hard links).
     """
     target = out_dir / rel
-    if target.parent not in _made_dirs:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _made_dirs.add(target.parent)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
     try:
-        with open(tmp, "wb") as fh:
+        try:
+            fh = open(tmp, "wb")  # noqa: SIM115
+        except FileNotFoundError:  # the first file of its folder
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(tmp, "wb")  # noqa: SIM115
+        with fh:
             write(fh)
         size = tmp.stat().st_size
         stem, suffix = (rel[: -len(Path(rel).suffix)], Path(rel).suffix) if Path(rel).suffix else (rel, "")

@@ -130,6 +130,7 @@ def work_item(path: Path, job: Job) -> WorkItem:
 def _process(item: WorkItem, job: Job, deid: Any) -> dict[str, Any]:
     from imgsynth.deid.files import describe_error, place, prepare_file_meta, read_dataset, transfer_syntax
     from imgsynth.deid.pixels import clean_pixels, matching_rule, pixel_risk
+    from imgsynth.deid.writer import write_file
 
     cfg: DeidConfig = deid.config
     res: dict[str, Any] = {"input": item.input_id, "path": item.path}
@@ -148,7 +149,7 @@ def _process(item: WorkItem, job: Job, deid: Any) -> dict[str, Any]:
         outcome = deid.deidentify(ds, pixels_cleaned=rule is not None)
         prepare_file_meta(ds, ts)
         wanted = _output_name(ds, item, cfg.layout)
-        rel, written, size = place(Path(job.out_dir), wanted, lambda fh: ds.save_as(fh, enforce_file_format=True))
+        rel, written, size = place(Path(job.out_dir), wanted, lambda fh: write_file(fh, ds, ts))
         if rel != wanted:
             notes.append(f"another input has this output name with different content: written as {Path(rel).name}")
         elif not written:

@@ -228,3 +228,21 @@ def test_mirror_layout_keeps_relative_paths(tmp_path: Path, keyring) -> None:  #
     summary = anonymize_tree(inp, tmp_path / "out", keyring=keyring, layout="mirror")
     assert summary.results[0]["output"] == "scans/a/b/one.dcm"
     assert read(tmp_path / "out" / "scans" / "a" / "b" / "one.dcm").PatientIdentityRemoved == "YES"
+
+
+def test_same_process_runs_after_the_output_folder_was_deleted(tmp_path: Path, keyring) -> None:  # noqa: ANN001
+    """Output folders are created as needed by every run, even when an earlier run in the same
+    process made (and someone then deleted) the very same study/series folders."""
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(pydicom.data.get_testdata_file("CT_small.dcm"), src / "ct.dcm")
+    shutil.copy(pydicom.data.get_testdata_file("MR_small.dcm"), src / "mr.dcm")
+    out = tmp_path / "out"
+    first = anonymize_tree(src, out, keyring=keyring)
+    shutil.rmtree(out)
+    second = anonymize_tree(src, out, keyring=keyring)
+    assert first.counts["done"] == second.counts["done"] == 2
+    assert second.counts["quarantined"] == 0 and second.counts["written"] == 2
+    assert sorted(p.relative_to(out) for p in out.rglob("*.dcm")) == sorted(
+        Path(r["output"]) for r in first.results
+    )
