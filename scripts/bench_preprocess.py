@@ -136,48 +136,95 @@ def same_output(ours: Path, monai: Path) -> float:
     return worst
 
 
-def loader_epochs(dataset_dir: Path, cache_dir: Path, batch_size: int) -> dict[str, float]:
+def evict(dataset_dir: Path) -> None:
+    """Drop the dataset folder's files from the OS page cache (as on first contact from another machine)."""
+    for path in dataset_dir.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def loader_child(dataset_dir: str, cache: str, page_cache: str, batch_size: int, cache_dir: str) -> None:
+    """In this fresh process, as a training run does: open the dataset folder, run two epochs.
+
+    Epoch 1 counts everything from first contact (building the dataset, which for the memory cache
+    reads every item) to the end of the first pass; epoch 2 is the next pass of the same loader.
+    Both are one pass each, timed the same way.
+    """
     from imgsynth.data.loading import item_dataset, make_loader
 
-    def epoch(loader) -> float:  # noqa: ANN001
-        start = time.perf_counter()
-        for _ in loader:
-            pass
-        return time.perf_counter() - start
+    if page_cache == "cold":
+        evict(Path(dataset_dir))
 
-    out = {}
+    def epoch(loader) -> int:  # noqa: ANN001
+        return sum(1 for _ in loader)
+
     start = time.perf_counter()
-    mem = item_dataset(dataset_dir, None, cache="memory")  # CacheDataset reads every item here
-    loader = make_loader(mem, batch_size=batch_size, seed=0, drop_last=False)
-    out["memory_first"] = time.perf_counter() - start + epoch(loader)
-    out["memory_second"] = min(epoch(loader) for _ in range(3))
-    disk = item_dataset(dataset_dir, None, cache="disk", cache_dir=cache_dir)
-    disk_loader = make_loader(disk, batch_size=batch_size, seed=0, drop_last=False)
-    out["disk_first"] = epoch(disk_loader)
-    out["disk_second"] = min(epoch(disk_loader) for _ in range(3))
-    nocache = make_loader(item_dataset(dataset_dir, None, cache="none"), batch_size=batch_size, seed=0, drop_last=False)
-    out["none"] = min(epoch(nocache) for _ in range(3))
-    out["items"] = len(mem)
+    ds = item_dataset(dataset_dir, None, cache=cache, cache_dir=cache_dir if cache == "disk" else None)  # type: ignore[arg-type]
+    loader = make_loader(ds, batch_size=batch_size, seed=0, drop_last=False)
+    epoch(loader)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    epoch(loader)
+    second = time.perf_counter() - start
+    print(json.dumps({"first": first, "second": second, "items": len(ds)}))
+
+
+def loader_epochs(dataset_dir: Path, work: Path, batch_size: int, repeats: int) -> dict[str, dict[str, list[float]]]:
+    """First and second epoch of each cache, each repeat in a fresh process; page cache warm and cold."""
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out: dict[str, dict[str, list[float]]] = {}
+    for r in range(repeats):
+        for cache, page_cache in (("memory", "warm"), ("memory", "cold"), ("disk", "warm"), ("none", "warm")):
+            cache_dir = work / f"{cache}-{page_cache}-{r}"
+            res = subprocess.run(
+                [sys.executable, __file__, "--loader-child", str(dataset_dir), cache, page_cache, str(batch_size),
+                 str(cache_dir)],
+                check=True, capture_output=True, text=True, env=env,
+            )
+            got = json.loads(res.stdout.strip().splitlines()[-1])
+            row = out.setdefault(f"{cache}-{page_cache}", {"first": [], "second": [], "items": []})
+            for k in row:
+                row[k].append(got[k])
     return out
 
 
-def print_epochs(title: str, ep: dict[str, float]) -> None:
-    print(f"\nloader, {title}:")
-    print(f"  no cache (every epoch)   {ep['none']:.3f} s")
-    print(f"  memory cache 1st / 2nd   {ep['memory_first']:.3f} s / {ep['memory_second']:.3f} s"
-          f"  -> {ep['memory_first'] / ep['memory_second']:.1f}x (target >= 10x)")
-    print(f"  disk cache   1st / 2nd   {ep['disk_first']:.3f} s / {ep['disk_second']:.3f} s"
-          f"  -> {ep['disk_first'] / ep['disk_second']:.1f}x")
+def print_epochs(title: str, ep: dict[str, dict[str, list[float]]]) -> None:
+    import statistics
+
+    def span(v: list[float]) -> str:
+        med = statistics.median(v)
+        return f"{med:.3f} s" if len(v) == 1 else f"{med:.3f} s [{min(v):.3f}-{max(v):.3f}]"
+
+    print(f"\nloader, {title}; median [min-max] over {len(ep['none-warm']['first'])} fresh processes:")
+    print(f"  no cache (1st / 2nd)              {span(ep['none-warm']['first'])} / {span(ep['none-warm']['second'])}")
+    for key, label, target in (
+        ("memory-warm", "memory cache, files in page cache", "  (target >= 10x)"),
+        ("memory-cold", "memory cache, files not in RAM  ", "  (target >= 10x)"),
+        ("disk-warm", "disk cache                       ", ""),
+    ):
+        first, second = ep[key]["first"], ep[key]["second"]
+        ratios = [a / b for a, b in zip(first, second, strict=True)]
+        print(f"  {label} 1st / 2nd   {span(first)} / {span(second)}  -> "
+              f"{statistics.median(ratios):.1f}x [{min(ratios):.1f}-{max(ratios):.1f}]{target}")
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "--loader-child":
+        loader_child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6])
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--volumes", type=int, default=8)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--loader-repeats", type=int, default=5)
     ap.add_argument("--source", type=Path, default=SHARED)
     args = ap.parse_args()
 
@@ -200,16 +247,16 @@ def main() -> None:
         print(f"same work: max |imgsynth - MONAI| over the items = {same_output(tmp_path / 'ours0', tmp_path / 'monai0'):.2e}")
         print(f"working-memory overhead (peak - after imports): {mem_extra * 100:+.1f}%")
 
-        ep = loader_epochs(tmp_path / "ours0", tmp_path / "cache3d", batch_size=2)
-        print_epochs(f"{ep['items']:.0f} volumes of {args.size}^3 (above), batch 2", ep)
+        ep = loader_epochs(tmp_path / "ours0", tmp_path / "cache3d", 2, args.loader_repeats)
+        print_epochs(f"{ep['none-warm']['items'][0]:.0f} volumes of {args.size}^3 (above), batch 2", ep)
 
         from imgsynth.data.pipeline import preprocess
 
         start = time.perf_counter()
         preprocess(["nilearn:mni152"], tmp_path / "mni", "preprocess_mni152_slices")
         mni_s = time.perf_counter() - start
-        ep = loader_epochs(tmp_path / "mni", tmp_path / "cache2d", batch_size=16)
-        print_epochs(f"{ep['items']:.0f} MNI152 slices of 64x64 + 2-channel mask (made in {mni_s:.1f} s), batch 16", ep)
+        ep = loader_epochs(tmp_path / "mni", tmp_path / "cache2d", 16, args.loader_repeats)
+        print_epochs(f"{ep['none-warm']['items'][0]:.0f} MNI152 slices of 64x64 + 2-channel mask (made in {mni_s:.1f} s), batch 16", ep)
 
 
 if __name__ == "__main__":

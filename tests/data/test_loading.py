@@ -88,12 +88,51 @@ def test_loader_gives_masks_and_scaled_continuous_conditions(slices_with_masks: 
     np.testing.assert_array_equal(item["cond"]["seg"].numpy() > 0.5, item["image"].numpy() > 0)
 
 
-def test_disk_cache_matches_memory_cache(slices_with_masks: Dataset, tmp_path: Path) -> None:
+def _batches(ds: torch.utils.data.Dataset, batch_size: int) -> list[dict]:
+    from imgsynth.data.loading import make_loader
+
+    return list(make_loader(ds, batch_size=batch_size, seed=7, drop_last=False))
+
+
+def _assert_same_batches(a: list[dict], b: list[dict]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x["image"], y["image"], rtol=0, atol=0)
+        torch.testing.assert_close(x["index"], y["index"], rtol=0, atol=0)
+        assert x["cond"].keys() == y["cond"].keys()
+        for k in x["cond"]:
+            torch.testing.assert_close(x["cond"][k], y["cond"][k], rtol=0, atol=0)
+
+
+def test_caches_give_exactly_the_uncached_batches(slices_with_masks: Dataset, tmp_path: Path) -> None:
+    none = item_dataset(slices_with_masks, "train", cache="none")
     mem = item_dataset(slices_with_masks, "train", cache="memory")
     disk = item_dataset(slices_with_masks, "train", cache="disk", cache_dir=tmp_path / "cache")
     for i in range(len(mem)):
-        torch.testing.assert_close(mem[i]["image"], disk[i]["image"])
+        torch.testing.assert_close(mem[i]["image"], disk[i]["image"], rtol=0, atol=0)
     assert any((tmp_path / "cache").iterdir())
+    reference = _batches(none, 4)
+    for ds in (mem, disk):
+        for _epoch in range(2):  # the first epoch fills the disk cache; the second reads it back
+            _assert_same_batches(_batches(ds, 4), reference)
+
+
+def test_three_d_caches_give_exactly_the_uncached_batches(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    from imgsynth.data.pipeline import preprocess
+
+    (tmp_path / "in").mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(3):
+        vol = rng.normal(size=(12, 10, 8)).astype(np.float32)
+        nib.save(nib.Nifti1Image(vol, np.eye(4)), str(tmp_path / "in" / f"v{i}.nii.gz"))
+    out = preprocess([tmp_path / "in"], tmp_path / "out").out_dir
+    reference = _batches(item_dataset(out, None, cache="none"), 2)
+    assert reference[0]["image"].shape[1:] == (1, 12, 10, 8)
+    for ds in (item_dataset(out, None, cache="memory"), item_dataset(out, None, cache="disk", cache_dir=tmp_path / "c")):
+        for _epoch in range(2):
+            _assert_same_batches(_batches(ds, 2), reference)
 
 
 def test_train_augment_is_seeded_not_cached_and_moves_masks_with_images(slices_with_masks: Dataset) -> None:
