@@ -97,12 +97,14 @@ def worker(mode: str, steps: int, device: str, out: Path) -> None:
 
         class Sink:
             last = clock()
+            last_step = 0
 
             def log(self, record: dict) -> None:
-                if "seconds" in record:  # one record per window of steps
+                if "seconds" in record:  # one record per window of steps (the last one may be shorter)
                     now = clock()
-                    times.append((now - Sink.last) / window)
-                    Sink.last = now
+                    if int(record["step"]) - Sink.last_step == window:  # full windows only, as in the bare loop
+                        times.append((now - Sink.last) / window)
+                    Sink.last, Sink.last_step = now, int(record["step"])
 
             def close(self) -> None:
                 pass
