@@ -111,11 +111,13 @@ def _write_dataset(write, ds: Dataset, enc: _Encoder, parent_encoding, compresse
         write(buf.getvalue())
         return
     encodings = ds.get("SpecificCharacterSet", parent_encoding)  # (converted, as pydicom does)
-    for tag in sorted(ds.keys()):
-        t = int(tag)
+    elements = ds._dict  # (looked up with plain ints: no Tag conversion per element)
+    for t in sorted(map(int, elements)):
         if t & 0xFFFF == 0 and t >> 16 > 6:
             continue  # retired group lengths are not written (PS3.5 7.2)
-        elem = ds.get_item(tag)
+        elem = elements[t]
+        if isinstance(elem, RawDataElement) and elem.value is None:
+            elem = ds.get_item(t)  # a deferred value: read it
         if isinstance(elem, RawDataElement) and elem.value is not None and _write_raw(write, elem, enc, compressed):
             continue
         if isinstance(elem, DataElement):
