@@ -68,6 +68,11 @@ def write_file(fh: BinaryIO, ds: Dataset, ts: UID) -> None:
     enc = _Encoder(ts.is_implicit_VR, ts.is_little_endian)
     for tag in (0x00080016, 0x00080018):  # dcmwrite reads (so converts) these two to check the meta
         ds.get(tag)
+    pixels = ds._dict.get(PIXEL_DATA)
+    if pixels is not None and not (isinstance(pixels, RawDataElement) and _raw_pixels_as_is(pixels, enc, ts.is_compressed)):
+        # dcmwrite converts Pixel Data and flags its length by the transfer syntax (then pads an odd
+        # length, resolves UN, and refuses unencapsulated data under a compressed syntax): the same.
+        ds[PIXEL_DATA].is_undefined_length = ts.is_compressed
     fh.write(ds.preamble or b"\x00" * 128)
     fh.write(b"DICM")
     fh.write(_file_meta_bytes(cast(FileMetaDataset, ds.file_meta)))
@@ -165,11 +170,8 @@ def _write_raw(write, elem: RawDataElement, enc: _Encoder, compressed: bool) -> 
     """Write a raw element as read; False where pydicom's writer has to handle it."""
     value = cast(bytes, elem.value)
     undefined = elem.length == _UNDEFINED
-    if elem.tag == PIXEL_DATA:
-        if undefined != compressed or len(value) % 2 or (not enc.implicit and elem.VR not in ("OB", "OW")):
-            return False  # dcmwrite converts pixel data (re-flagged by transfer syntax, padded, VR resolved)
-        if undefined and not value.startswith(b"\xfe\xff\x00\xe0" if enc.little else b"\xff\xfe\xe0\x00"):
-            return False  # not encapsulated: pydicom raises its own error
+    if elem.tag == PIXEL_DATA and not _raw_pixels_as_is(elem, enc, compressed):
+        return False  # pydicom's writer converts it (nested pixel data: it writes it as read)
     header = enc.header(elem.tag, elem.VR or "", _UNDEFINED if undefined else len(value))
     if header is None:
         return False
@@ -178,6 +180,17 @@ def _write_raw(write, elem: RawDataElement, enc: _Encoder, compressed: bool) -> 
     if undefined:
         write(enc.tag_length(_SEQUENCE_DELIMITER, 0))
     return True
+
+
+def _raw_pixels_as_is(elem: RawDataElement, enc: _Encoder, compressed: bool) -> bool:
+    """Whether raw Pixel Data written as read gives the bytes dcmwrite's conversion gives."""
+    value = elem.value
+    if value is None:
+        return False  # deferred
+    undefined = elem.length == _UNDEFINED
+    if undefined != compressed or len(value) % 2 or (not enc.implicit and elem.VR not in ("OB", "OW")):
+        return False
+    return not undefined or value.startswith(b"\xfe\xff\x00\xe0" if enc.little else b"\xff\xfe\xe0\x00")
 
 
 def _write_sequence(write, elem: DataElement, enc: _Encoder, encodings) -> None:  # noqa: ANN001
