@@ -20,6 +20,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID_dictionary
+from pydicom.valuerep import VR as VR_
 
 import imgsynth
 from imgsynth.deid.config import DeidConfig
@@ -51,7 +52,7 @@ from imgsynth.deid.profile import (
     load_table,
     resolve,
 )
-from imgsynth.errors import ConfigError
+from imgsynth.errors import ConfigError, InputError
 
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
@@ -72,6 +73,7 @@ ENHANCED_SOP_CLASSES = frozenset(
     for s in ("2.1", "2.2", "4.1", "4.3", "4.4", "12.1.1", "12.2.1", "13.1.3", "13.1.4", "13.1.5", "30", "66.4",
               "66.7", "77.1.6", "128.1", "130", "6.2", "14.1", "14.2", "4.2", "2.3", "6.3")
 )
+_VALID_VRS = frozenset(str(v) for v in VR_)
 _SIMPLE_CHARSETS = {"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192", "ISO 2022 IR 6"}
 
 
@@ -301,6 +303,8 @@ class Deidentifier:
         self, t: int, elem: DataElement | RawDataElement, contexts: tuple[str, ...], dummy_text: bool
     ) -> tuple[Entry, str, str]:
         """(entry, VR, action) of one tag in one place; the same for every file, so memoised."""
+        if isinstance(elem, RawDataElement) and elem.VR is not None and elem.VR not in _VALID_VRS:
+            raise InputError(f"({t >> 16:04X},{t & 0xFFFF:04X}) has an unknown value representation: cannot be checked or kept")
         entry = self.entry(t)
         vr = _vr_of(elem, entry)
         action = entry.action

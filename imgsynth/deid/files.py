@@ -11,7 +11,9 @@ import io
 import logging
 import os
 import re
+import struct
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -34,6 +36,7 @@ from imgsynth.errors import InputError
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 IMPLEMENTATION_VERSION = f"IMGSYNTH_{imgsynth.__version__}"[:16]
+_UID_SYNTAX = re.compile(r"[0-9]+(\.[0-9]+)*")
 _TAG_IN_TEXT = re.compile(r"\(([0-9A-Fa-f]{4}),\s*([0-9A-Fa-f]{4})\)")
 
 
@@ -65,6 +68,10 @@ def describe_error(exc: BaseException) -> str:
         return f"truncated file{_tag_hint(text)}"
     if isinstance(exc, MemoryError):
         return "file too large to decode in memory"
+    if isinstance(exc, struct.error) or (isinstance(exc, OSError) and text.startswith("No tag to read")):
+        return f"truncated file (an element or item header cut short){_tag_hint(text)}"
+    if isinstance(exc, zlib.error):
+        return "deflated dataset that cannot be inflated (corrupt, or not deflated as its transfer syntax says)"
     return f"cannot decode DICOM ({type(exc).__name__}{_tag_hint(text)})"
 
 
@@ -102,7 +109,9 @@ def read_dataset(path: Path) -> tuple[Dataset, list[str]]:
         if not notes:
             raise InputError("not a composite instance: SOP Class UID or SOP Instance UID missing")
         raise InputError("not a DICOM file (no DICM prefix, no SOP Class/Instance UID)")
-    _check_complete(ds)
+    if len(sop_class) > 64 or not _UID_SYNTAX.fullmatch(sop_class):
+        raise InputError("SOP Class UID is not a valid UID (it is kept as is, so it must be one)")
+    _check_complete(ds, path.stat().st_size)
     _check_pixel_length(ds)
     _match_encoding(ds)
     return ds, notes
@@ -111,20 +120,29 @@ def read_dataset(path: Path) -> tuple[Dataset, list[str]]:
 def _match_encoding(ds: Dataset) -> None:
     """Record the encoding the elements were really read in (a file meta may claim explicit VR for
     an implicit dataset), so that writing them in the file's transfer syntax converts them."""
-    first = ds.get_item(next(iter(ds.keys()))) if len(ds) else None
-    if isinstance(first, RawDataElement) and (first.is_implicit_VR, first.is_little_endian) != ds.original_encoding:
+    # The first element still raw (pydicom converts SpecificCharacterSet while reading).
+    first = next((e for e in ds._dict.values() if isinstance(e, RawDataElement)), None)
+    if first is not None and (first.is_implicit_VR, first.is_little_endian) != ds.original_encoding:
         ds.set_original_encoding(first.is_implicit_VR, first.is_little_endian, ds.original_character_set)
 
 
-def _check_complete(ds: Dataset) -> None:
-    """A file cut short leaves its last element shorter than its declared length."""
+def _check_complete(ds: Dataset, size: int) -> None:
+    """A file cut short leaves its last element shorter than its declared length, or a few bytes
+    of an element header that pydicom stops at without a word (``size``: the file's size)."""
     if not len(ds):
         return
     last = next(reversed(ds.keys()))  # elements are read in tag order
     raw = ds.get_item(last, keep_deferred=True)
-    if isinstance(raw, RawDataElement) and raw.value is not None and raw.length != 0xFFFFFFFF and len(raw.value) < raw.length:
-        t = int(last)
+    if not isinstance(raw, RawDataElement) or raw.length == 0xFFFFFFFF:
+        return
+    t = int(last)
+    if raw.value is not None and len(raw.value) < raw.length:
         raise InputError(f"truncated file: ({t >> 16:04X},{t & 0xFFFF:04X}) holds {len(raw.value)} of {raw.length} bytes")
+    if _meta_value(ds, 0x00020010) == "1.2.840.10008.1.2.1.99":
+        return  # deflated: offsets are in the inflated stream
+    stray = size - (raw.value_tell + raw.length)
+    if 0 < stray < 12:  # less than an element header (12 bytes: anything longer is read as an element)
+        raise InputError(f"truncated file: {stray} byte(s) of an element header after ({t >> 16:04X},{t & 0xFFFF:04X})")
 
 
 def _check_pixel_length(ds: Dataset) -> None:
@@ -133,14 +151,21 @@ def _check_pixel_length(ds: Dataset) -> None:
     if elem is None or elem.value is None:
         return
     ts = _meta_value(ds, 0x00020010)
+    encapsulated = elem.length == 0xFFFFFFFF
     if ts and UID(ts).is_compressed:
+        if not encapsulated:
+            raise InputError("pixel data not encapsulated although the transfer syntax is compressed")
         return
+    if ts and UID(ts).is_transfer_syntax and encapsulated:
+        raise InputError("encapsulated pixel data under an uncompressed transfer syntax")
     try:
         rows, cols, bits = (_int_value(ds, t) for t in (0x00280010, 0x00280011, 0x00280100))
         frames = _int_value(ds, 0x00280008, 1) or 1
         samples = _int_value(ds, 0x00280002, 1) or 1
     except (KeyError, TypeError, ValueError):
         raise InputError("pixel data without a valid Rows/Columns/BitsAllocated description") from None
+    if samples == 3 and text_value(ds, 0x00280004) == "YBR_FULL_422":
+        samples = 2  # chroma subsampled horizontally: two samples per pixel on average
     expected = (rows * cols * frames * samples * bits + 7) // 8
     if len(elem.value) < expected:
         raise InputError(f"truncated pixel data ({len(elem.value)} of {expected} bytes)")
