@@ -70,6 +70,8 @@ def describe_error(exc: BaseException) -> str:
         return "file too large to decode in memory"
     if isinstance(exc, struct.error) or (isinstance(exc, OSError) and text.startswith("No tag to read")):
         return f"truncated file (an element or item header cut short){_tag_hint(text)}"
+    if isinstance(exc, ValueError) and "not a transfer syntax" in text:
+        return "unknown transfer syntax in the file meta"
     if isinstance(exc, zlib.error):
         return "deflated dataset that cannot be inflated (corrupt, or not deflated as its transfer syntax says)"
     return f"cannot decode DICOM ({type(exc).__name__}{_tag_hint(text)})"
@@ -106,6 +108,8 @@ def read_dataset(path: Path) -> tuple[Dataset, list[str]]:
     except Exception:
         raise InputError("not a DICOM file (unreadable SOP Class/Instance UID)") from None
     if not sop_class or not sop_instance:
+        if _byte_swapped(ds):
+            raise InputError("byte order of the dataset contradicts its transfer syntax (file meta)")
         if not notes:
             raise InputError("not a composite instance: SOP Class UID or SOP Instance UID missing")
         raise InputError("not a DICOM file (no DICM prefix, no SOP Class/Instance UID)")
@@ -115,6 +119,19 @@ def read_dataset(path: Path) -> tuple[Dataset, list[str]]:
     _check_pixel_length(ds)
     _match_encoding(ds)
     return ds, notes
+
+
+_COMMON_GROUPS = frozenset({0x0008, 0x0010, 0x0018, 0x0020, 0x0028})
+
+
+def _byte_swapped(ds: Dataset) -> bool:
+    """Whether the first element's group reads as a common group with its bytes swapped (a
+    little-endian dataset read as big-endian, or the reverse)."""
+    first = next(iter(ds._dict), None)
+    if first is None:
+        return False
+    group = int(first) >> 16
+    return group not in _COMMON_GROUPS and ((group & 0xFF) << 8 | group >> 8) in _COMMON_GROUPS
 
 
 def _match_encoding(ds: Dataset) -> None:
@@ -151,12 +168,14 @@ def _check_pixel_length(ds: Dataset) -> None:
     if elem is None or elem.value is None:
         return
     ts = _meta_value(ds, 0x00020010)
+    if ts and not UID(ts).is_transfer_syntax:  # (without pixel data the encoding read is written)
+        raise InputError("unknown transfer syntax in the file meta: cannot tell how the pixel data is encoded")
     encapsulated = elem.length == 0xFFFFFFFF
     if ts and UID(ts).is_compressed:
         if not encapsulated:
             raise InputError("pixel data not encapsulated although the transfer syntax is compressed")
         return
-    if ts and UID(ts).is_transfer_syntax and encapsulated:
+    if ts and encapsulated:
         raise InputError("encapsulated pixel data under an uncompressed transfer syntax")
     try:
         rows, cols, bits = (_int_value(ds, t) for t in (0x00280010, 0x00280011, 0x00280100))

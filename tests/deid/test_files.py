@@ -132,3 +132,16 @@ def test_reasons_for_low_level_decoding_errors() -> None:
     assert describe_error(struct.error("unpack requires a buffer of 4 bytes")).startswith("truncated file")
     assert describe_error(OSError("No tag to read at file position 1F4")).startswith("truncated file")
     assert describe_error(zlib.error("invalid stored block lengths")).startswith("deflated dataset that cannot be inflated")
+
+
+@pytest.mark.parametrize(("meta_ts", "reason"), [
+    (b"1.2.840.10008.1.2.2\x00", "byte order of the dataset contradicts its transfer syntax"),  # big endian claimed
+    (b"1.2.840.10008.9.9.9\x00", "unknown transfer syntax in the file meta"),
+])
+def test_meta_transfer_syntax_that_does_not_fit(tmp_path: Path, meta_ts: bytes, reason: str) -> None:
+    path = _ct(tmp_path, implicit_vr=False, little_endian=True)
+    data = path.read_bytes()
+    assert data.count(b"1.2.840.10008.1.2.1\x00") == 1
+    path.write_bytes(data.replace(b"1.2.840.10008.1.2.1\x00", meta_ts))
+    with pytest.raises(InputError, match=reason):
+        read_dataset(path)
