@@ -11,6 +11,7 @@ of the walk, once all of them are known.
 from __future__ import annotations
 
 import functools
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -125,6 +126,13 @@ def _value(ds: Dataset, t: int, elem: DataElement | RawDataElement, vr: str, st:
             return elem.value.decode(st.text_codec, "replace").rstrip(" \x00")
         return ds[t].value
     return elem.value
+
+
+_UID_SYNTAX = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def _is_uid(text: str) -> bool:
+    return not text or (len(text) <= 64 and _UID_SYNTAX.fullmatch(text) is not None)
 
 
 def _element(ds: Dataset, t: int) -> DataElement | RawDataElement | None:
@@ -319,8 +327,9 @@ class Deidentifier:
         if vr == "SQ":
             return "K"
         if vr == "UI":
-            retain = Option.RETAIN_UIDS in self.options or keeps_class_uid(entry.keyword)
-            return "K" if retain else "U?"
+            if keeps_class_uid(entry.keyword):
+                return "KU"  # a class or transfer syntax: kept, if it is a UID at all
+            return "K" if Option.RETAIN_UIDS in self.options else "U?"
         if vr in TIME_VRS:
             return "K" if self.full_dates else "C" if self.modified_dates else "X"
         if vr == "PN":
@@ -351,6 +360,14 @@ class Deidentifier:
                 self._map_uids(ds, t, st, only_instances=False)
             else:
                 self._set_dummy(ds, t, vr)
+        elif action == "KU":
+            value = _element(ds, t).value
+            values = value.decode("latin-1").split("\\") if isinstance(value, bytes) else values_of(value)
+            action = "K"
+            if not all(_is_uid(v.strip(" \x00")) for v in values):
+                self._map_uids(ds, t, st, only_instances=False)  # free text where a UID belongs: replaced
+                st.warnings.append(f"({t >> 16:04X},{t & 0xFFFF:04X}) is not a UID: replaced by a keyed UID")
+                action = "U"
         elif action in ("U", "U?"):
             action = "U" if self._map_uids(ds, t, st, only_instances=action == "U?") else "K"
         elif action == "C":

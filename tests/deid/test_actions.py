@@ -118,6 +118,21 @@ def test_unlisted_attributes_policy(keyring) -> None:  # noqa: ANN001
     assert "ConvolutionKernel" not in removed and "BodyPartExamined" in removed  # CS is cleaned, not removed
 
 
+def test_class_uids_that_are_not_uids_are_replaced(keyring) -> None:  # noqa: ANN001
+    ds = make_ct()
+    item = Dataset()
+    item.ReferencedSOPClassUID = "SMITHERSON JOHNATHAN"  # free text where a class UID belongs
+    item.ReferencedSOPInstanceUID = "1.2.3.4"
+    ds.ReferencedInstanceSequence = Sequence([item])  # (unlisted: kept and walked)
+    ds.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    for options in ([], [Option.RETAIN_UIDS]):
+        out = _deid(ds, keyring, options=options)
+        assert out.ReferencedSOPClassUID == "1.2.840.10008.5.1.4.1.1.2"  # a real class UID: kept
+        nested = out.ReferencedInstanceSequence[0].ReferencedSOPClassUID
+        assert nested == keyring.uid("SMITHERSON JOHNATHAN")
+        assert "SMITHERSON" not in _strings(out)
+
+
 def test_unknown_public_attribute_in_implicit_vr_is_removed(keyring) -> None:  # noqa: ANN001
     from pydicom.datadict import dictionary_has_tag
 
