@@ -218,11 +218,16 @@ def valid_keys_at(schema: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return keys
 
 
-def _format_error(err: Mapping[str, Any], schema: type[BaseModel]) -> str:
+def _error_key(err: Mapping[str, Any], schema: type[BaseModel]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """(location with union tags, location of real keys) of one pydantic error."""
     loc = tuple(err.get("loc", ()))
     # pydantic puts union member / tagged-union names into loc; keep only real keys and indices.
     field_loc = tuple(p for p in loc if isinstance(p, int) or not str(p).startswith(("function-", "tagged-")))
-    tag_loc, field_loc = field_loc, _walk(schema, field_loc)[1]
+    return field_loc, _walk(schema, field_loc)[1]
+
+
+def _format_error(err: Mapping[str, Any], schema: type[BaseModel]) -> str:
+    tag_loc, field_loc = _error_key(err, schema)
     dotted = ".".join(str(p) for p in field_loc) or "<root>"
     if err.get("type") == "extra_forbidden":
         key = str(field_loc[-1]) if field_loc else dotted
@@ -235,13 +240,23 @@ def _format_error(err: Mapping[str, Any], schema: type[BaseModel]) -> str:
     return f"'{dotted}': {err.get('msg', 'invalid value')} (got {err.get('input')!r})"
 
 
-def validate_config(schema: type[C], data: Mapping[str, Any], *, source: str | Path | None = None) -> C:
+def validate_config(
+    schema: type[C], data: Mapping[str, Any], *, source: str | Path | None = None, overrides: Iterable[str] = (),
+) -> C:
+    """``data`` as a ``schema`` config; a ConfigError names ``source``, or the ``--set`` override
+    (of ``overrides``) that set the offending key."""
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()
         first = _format_error(errors[0], schema)
         more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+        dotted = ".".join(str(p) for p in _error_key(errors[0], schema)[1])
+        for text in overrides:
+            key = ".".join(parse_override(text)[0])
+            if dotted and (key == dotted or key.startswith(dotted + ".") or dotted.startswith(key + ".")):
+                source = f"--set {text}"
+                break
         raise ConfigError(first + more, path=source) from None
 
 
@@ -253,7 +268,8 @@ def load_config(
 ) -> ConfigBase:
     """Load a built-in or user YAML config, apply ``--set`` overrides, validate its schema."""
     path = resolve_config_path(name_or_path)
-    data = apply_overrides(_load_raw(path), list(overrides))
+    overrides = list(overrides)
+    data = apply_overrides(_load_raw(path), overrides)
     kind = data.pop("kind", None)
     kinds = config_kinds()
     if kind is None:
@@ -266,7 +282,7 @@ def load_config(
         wanted = {expect_kind} if isinstance(expect_kind, str) else set(expect_kind)
         if kind not in wanted:
             raise ConfigError(f"config is of kind '{kind}', this command needs {' or '.join(sorted(wanted))}", path=path)
-    return validate_config(kinds[kind], data, source=path)
+    return validate_config(kinds[kind], data, source=path, overrides=list(overrides))
 
 
 def config_kind(config: ConfigBase) -> str:

@@ -132,3 +132,15 @@ def test_round_trip_through_dict(tmp_path: Path) -> None:
     again = config_from_dict(config_to_dict(cfg))
     assert again == cfg and config_hash(again) == config_hash(cfg)
     assert config_to_dict(cfg)["kind"] == "_test"
+
+
+def test_an_override_error_names_the_override_not_the_file() -> None:
+    from imgsynth.config import load_config
+    from imgsynth.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_config("ldm_2d_tiny", ["stages.diffusion.lrr=1"])
+    text = str(info.value)
+    assert text.startswith("--set stages.diffusion.lrr=1: ") and "did you mean 'stages.diffusion.lr'?" in text
+    with pytest.raises(ConfigError, match=r"^--set train.batch_size=32: unknown key 'train'"):
+        load_config("ldm_2d_tiny", ["train.batch_size=32"])

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 def demo(
     out_dir: Annotated[Path, typer.Argument(help="Folder for every stage's output (created; resumed if it "
                                             "holds an interrupted demo).")] = Path("imgsynth-demo"),
-    quick: Annotated[bool, typer.Option("--quick", help="A smaller run (~2 minutes on 2 CPU cores): 32x32 "
+    quick: Annotated[bool, typer.Option("--quick", help="A smaller run (under a minute on 2 CPU cores): 32x32 "
                                         "slices, a tiny LDM only, fewer samples and cases.")] = False,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for torch (default: "
                                                 "torch's choice; 1 is faster on a busy machine).")] = None,

@@ -58,9 +58,10 @@ def folder_entries(ctx: Context) -> list[tuple[str, str]]:
                         "config.yaml, model.json, metrics.jsonl, weights/*.safetensors (latest and EMA), "
                         "checkpoints/, samples/ (preview grids), provenance.json."))
     for model in mode.models:
+        masks = "masks/ (the tissue maps the samples were conditioned on), " if model == "ldm" else ""
         entries.append((f"4-samples-{model}/", "Sample set (a dataset folder, split 'synthetic'): items/*.npy, "
-                        "png/, nifti/ (physical units), dicom/ (marked as synthetic), masks/ (the conditions "
-                        "used), manifest.csv with each sample's conditions and seed, MODEL_CARD.md."))
+                        f"png/, nifti/ (physical units), dicom/ (marked as synthetic), {masks}manifest.csv with "
+                        "each sample's conditions and seed, MODEL_CARD.md."))
     for model in mode.models:
         extra = " and the autoencoder's reconstruction SSIM / MS-SSIM (--run)" if model == "ldm" else ""
         entries.append((f"5-eval-{model}/", "Evaluation folder: report.json (every number with its recipe and "

@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
                                                    help="Processes (GPUs) to train on; >1 launches accelerate.")] = 1,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved config and plan; train nothing.")] = False,
     ) -> int:
-        """Train a model (latent diffusion: autoencoder, then diffusion) on a dataset folder into a run folder."""
+        """Train latent diffusion (autoencoder, then diffusion UNet) or StyleGAN2, per --config, into a run folder."""
         from imgsynth.training.entry import load
 
         overrides = list(set_ or [])
