@@ -36,7 +36,7 @@ from imgsynth.contracts import (
 from imgsynth.deid.config import DeidConfig
 from imgsynth.deid.keys import Keyring, load_keyring
 from imgsynth.errors import EXIT_OK, EXIT_PARTIAL, ContractError, InputError, UsageError
-from imgsynth.utils.io import atomic_write_text, is_within
+from imgsynth.utils.io import atomic_write_bytes, is_within
 from imgsynth.utils.log import get_logger
 
 log = get_logger("deid")
@@ -135,6 +135,7 @@ def _process(item: WorkItem, job: Job, deid: Any) -> dict[str, Any]:
     cfg: DeidConfig = deid.config
     res: dict[str, Any] = {"input": item.input_id, "path": item.path}
     try:
+        _check_regular_file(Path(item.path))
         ds, notes = read_dataset(Path(item.path))
         ts = transfer_syntax(ds)
         rule = matching_rule(ds, cfg.pixels.clean)
@@ -150,15 +151,16 @@ def _process(item: WorkItem, job: Job, deid: Any) -> dict[str, Any]:
         prepare_file_meta(ds, ts)
         wanted = _output_name(ds, item, cfg.layout)
         rel, written, size = place(Path(job.out_dir), wanted, lambda fh: write_file(fh, ds, ts))
-        if rel != wanted:
+        if not written:
+            where = "" if rel == wanted else f" as {Path(rel).name}"
+            notes.append(f"identical file already in OUT_DIR{where} (same instance stored twice, or an earlier run): "
+                         "not rewritten")
+        elif rel != wanted:
             notes.append(f"another input has this output name with different content: written as {Path(rel).name}")
-        elif not written:
-            notes.append("identical file already in OUT_DIR (same instance stored twice, or an earlier run): not rewritten")
         res.update(status="done", output=rel, written=written, size=size, transfer_syntax=str(ts),
                    actions=outcome.counts, notes=notes + outcome.warnings)
         if job.mapping:
-            res["mapping"] = [("file", item.path, rel), *(("uid", a, b) for a, b in outcome.uids.items()),
-                              *((k, a, b) for k, (a, b) in outcome.pseudonyms.items() if a)]
+            res["mapping"] = [("file", item.path, rel), *_identity_rows(outcome)]
     except Exception as exc:  # noqa: BLE001  (one bad input never stops the batch)
         res.update(status="quarantined", reason=describe_error(exc))
         if job.mapping:
@@ -166,6 +168,42 @@ def _process(item: WorkItem, job: Job, deid: Any) -> dict[str, Any]:
         if job.quarantine_dir:
             _copy_to_quarantine(item, Path(job.quarantine_dir))
     return res
+
+
+def _check_regular_file(path: Path) -> None:
+    """Refuse what is not a regular file before opening it (reading a FIFO would wait forever)."""
+    if path.is_symlink() and not path.exists():
+        raise InputError("broken symbolic link: the file it points to does not exist")
+    if not path.is_file():
+        raise InputError("not a regular file (a FIFO, socket or device)" if path.exists() else "file not found (removed during the run?)")
+
+
+def mapping_minibatch(items: Sequence[tuple[WorkItem, str]], job: Job) -> list[list[tuple[str, str, str]]]:
+    """The ``--mapping`` rows of inputs an earlier run already de-identified into OUT_DIR (given
+    with their output path): read again and de-identified in memory, nothing written."""
+    import json
+
+    from imgsynth.deid.files import lenient_values, read_dataset
+
+    deid = _deidentifier(json.dumps(job.config, sort_keys=True), job.keyring)
+    out: list[list[tuple[str, str, str]]] = []
+    with warnings.catch_warnings(), lenient_values():
+        warnings.simplefilter("ignore")
+        for item, output in items:
+            rows = [("file", item.path, output)]
+            try:
+                ds, _ = read_dataset(Path(item.path))
+                outcome = deid.deidentify(ds)
+                rows += _identity_rows(outcome)
+            except Exception:  # noqa: BLE001  (changed since: its file row still stands)
+                pass
+            out.append(rows)
+    return out
+
+
+def _identity_rows(outcome: Any) -> list[tuple[str, str, str]]:
+    """Mapping rows of the UIDs and patient identity one file's de-identification replaced."""
+    return [*(("uid", a, b) for a, b in outcome.uids.items()), *((k, a, b) for k, (a, b) in outcome.pseudonyms.items() if a)]
 
 
 def _output_name(ds: Any, item: WorkItem, layout: str) -> str:
@@ -184,7 +222,7 @@ def _output_name(ds: Any, item: WorkItem, layout: str) -> str:
 
 def _copy_to_quarantine(item: WorkItem, folder: Path) -> None:
     target = folder / item.label
-    if target.exists():
+    if target.exists() or not Path(item.path).is_file():  # (a broken link or a FIFO: nothing to copy)
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.part")
@@ -221,8 +259,8 @@ def discover(roots: Sequence[Path], keyring: Keyring) -> list[WorkItem]:
                 dirnames.sort()
                 files.extend(Path(dirpath) / f for f in sorted(filenames))
         for f in files:
-            if not f.is_file():
-                continue
+            if f.is_dir():
+                continue  # (a link to a folder: not followed)
             rel = f.relative_to(base).as_posix()
             full = f"{label}/{rel}" if root.is_dir() else rel
             items.append(WorkItem(str(f), full, keyring.path_id(full)))
@@ -332,13 +370,21 @@ def anonymize_tree(
     resumed = len(items) - len(todo)
     job = Job(str(out), job_config, keys, str(qdir) if qdir else None, mapping_path is not None)
     results: list[dict[str, Any]] = []
-    mapping_rows: list[tuple[str, str, str]] = []
+    if mapping_path is not None:  # inputs done by an earlier run that the mapping does not list yet
+        listed = {orig for kind, orig, _ in _read_mapping(mapping_path) if kind == "file"}
+        pending = {it.input_id for it in todo}
+        redo = [(it, previous[it.input_id]["output"]) for it in items
+                if it.input_id not in pending and it.path not in listed]
+        for rows in iter_minibatches(functools.partial(mapping_minibatch, job=job), redo, workers=cfg.workers,
+                                     batch_size=cfg.batch_size, description="mapping earlier outputs"):
+            _append_mapping(mapping_path, [row for file_rows in rows for row in file_rows])
     entry = functools.partial(deid_minibatch, job=job)
     for batch in iter_minibatches(entry, todo, workers=cfg.workers, batch_size=cfg.batch_size,
                                   description="de-identifying"):
         append_audit(out, (_audit_line(r) for r in batch))
-        for r in batch:
-            mapping_rows.extend(r.pop("mapping", ()))
+        batch_rows = [row for r in batch for row in r.pop("mapping", ())]
+        if mapping_path is not None:  # as it goes, so that an interrupted run keeps its rows
+            _append_mapping(mapping_path, batch_rows)
         results.extend(batch)
 
     # Final records: the latest line per input, in input order.
@@ -365,7 +411,7 @@ def anonymize_tree(
     reasons = dict(Counter(a.get("reason", "") for a in this_run if a["status"] == "quarantined").most_common())
     write_deid_report(out, DeidReport(status="complete", counts=counts, quarantine_reasons=reasons, **report_base))
     if mapping_path is not None:
-        _write_mapping(mapping_path, mapping_rows)
+        _merge_mapping(mapping_path)
     if qdir is not None and quarantined:
         _write_quarantine_index(qdir, [r for r in results if r["status"] == "quarantined"], items)
     by_id = {it.input_id: it for it in items}
@@ -426,24 +472,45 @@ def _provenance() -> dict[str, Any]:
     return prov
 
 
-def _write_mapping(path: Path, rows: list[tuple[str, str, str]]) -> None:
-    """Append-merge the mapping CSV (kind, original, pseudonym): it is identifying, kept outside OUT_DIR."""
-    existing: list[tuple[str, str, str]] = []
-    if path.is_file():
-        with open(path, newline="", encoding="utf-8") as fh:
-            existing = [tuple(r) for r in csv.reader(fh)][1:]  # type: ignore[misc]
+# The mapping CSV names input paths as the file system has them: a name that is not UTF-8 keeps
+# its bytes (surrogateescape), so that it still leads back to its file.
+_MAPPING_HEADER = ("kind", "original", "pseudonym")
+
+
+def _read_mapping(path: Path) -> list[tuple[str, str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        return [(r[0], r[1], r[2]) for r in list(csv.reader(fh))[1:] if len(r) == 3]
+
+
+def _append_mapping(path: Path, rows: list[tuple[str, str, str]]) -> None:
+    """Add rows to the mapping CSV (created owner-only, with its header); merged at the end."""
+    if not rows:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with open(fd, "a", newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        if fh.tell() == 0:
+            writer.writerow(_MAPPING_HEADER)
+        writer.writerows(rows)
+
+
+def _merge_mapping(path: Path) -> None:
+    """Rewrite the mapping CSV (kind, original, pseudonym) with each row once, earlier runs' rows
+    first: it is identifying, kept outside OUT_DIR, readable by its owner only."""
     seen: set[tuple[str, str, str]] = set()
     merged = []
-    for row in [*existing, *rows]:
+    for row in _read_mapping(path):
         if row not in seen:
             seen.add(row)
             merged.append(row)
-    lines = [("kind", "original", "pseudonym"), *merged]
     import io
 
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(lines)
-    atomic_write_text(path, buf.getvalue())
+    csv.writer(buf, lineterminator="\n").writerows([_MAPPING_HEADER, *merged])
+    atomic_write_bytes(path, buf.getvalue().encode("utf-8", errors="surrogateescape"))
     os.chmod(path, 0o600)
 
 
@@ -453,7 +520,7 @@ def _write_quarantine_index(folder: Path, results: list[dict[str, Any]], items: 
     for r in results:
         item = by_id[r["input"]]
         buf.append(",".join(_csv_cell(v) for v in (r["input"], item.label, r["reason"])))
-    atomic_write_text(folder / "quarantine.csv", "\n".join(buf) + "\n")
+    atomic_write_bytes(folder / "quarantine.csv", ("\n".join(buf) + "\n").encode("utf-8", errors="surrogateescape"))
 
 
 def _csv_cell(text: str) -> str:

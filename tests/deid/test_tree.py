@@ -246,3 +246,49 @@ def test_same_process_runs_after_the_output_folder_was_deleted(tmp_path: Path, k
     assert sorted(p.relative_to(out) for p in out.rglob("*.dcm")) == sorted(
         Path(r["output"]) for r in first.results
     )
+
+
+def test_mapping_of_a_resumed_run_lists_every_input(tmp_path: Path, keyring) -> None:  # noqa: ANN001
+    src = Path(pydicom.data.get_testdata_file("CT_small.dcm")).parent
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for n in ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm"):
+        shutil.copy(src / n, inp / n)
+    whole = tmp_path / "whole.csv"
+    first = anonymize_tree(inp, tmp_path / "out", keyring=keyring, mapping=whole)
+    assert first.counts["done"] >= 2
+    # A later run over the finished folder, into a new mapping: the earlier outputs are listed too.
+    fresh = tmp_path / "fresh.csv"
+    again = anonymize_tree(inp, tmp_path / "out", keyring=keyring, mapping=fresh)
+    assert again.counts["resumed"] == first.counts["done"]
+    assert sorted(csv.reader(fresh.open())) == sorted(csv.reader(whole.open()))
+    # An interrupted run keeps the rows of its finished batches (written as it goes), and its
+    # rerun completes the mapping without repeating a row.
+    lines = (tmp_path / "out" / "audit.jsonl").read_text().splitlines()
+    (tmp_path / "out" / "audit.jsonl").write_text(lines[0] + "\n")
+    fresh.unlink()
+    anonymize_tree(inp, tmp_path / "out", keyring=keyring, mapping=fresh)
+    rows = list(csv.reader(fresh.open()))
+    assert sorted(rows) == sorted(csv.reader(whole.open())) and len(rows) == len(set(map(tuple, rows)))
+    assert fresh.stat().st_mode & 0o077 == 0
+
+
+def test_odd_file_names_and_non_files_are_quarantined_with_a_reason(tmp_path: Path, keyring) -> None:  # noqa: ANN001
+    inp = tmp_path / "in"
+    inp.mkdir()
+    undecodable = os.fsdecode(b"SMITH_\xff\xfe.dcm")  # not UTF-8: kept as the file system has it
+    shutil.copy(pydicom.data.get_testdata_file("CT_small.dcm"), inp / undecodable)
+    (inp / os.fsdecode(b"g_\xff")).write_bytes(b"garbage")
+    (inp / "broken.dcm").symlink_to(tmp_path / "nowhere.dcm")
+    os.mkfifo(inp / "pipe.dcm")  # reading it would wait forever
+    mapping, qdir = tmp_path / "private" / "map.csv", tmp_path / "private" / "q"
+    s = anonymize_tree(inp, tmp_path / "out", keyring=keyring, mapping=mapping, quarantine_dir=qdir)
+    assert s.counts == {**s.counts, "inputs": 4, "done": 1, "quarantined": 3}
+    reasons = dict(s.quarantined)
+    assert reasons[str(inp / "broken.dcm")].startswith("broken symbolic link")
+    assert reasons[str(inp / "pipe.dcm")].startswith("not a regular file")
+    with open(mapping, newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        originals = {r[1] for r in csv.reader(fh) if r[0] == "file"}
+    assert str(inp / undecodable) in originals and len(originals) == 4
+    assert (qdir / "quarantine.csv").is_file() and (qdir / "in" / os.fsdecode(b"g_\xff")).is_file()
+    assert not (qdir / "in" / "pipe.dcm").exists() and not (qdir / "in" / "broken.dcm").exists()
