@@ -9,6 +9,8 @@ Several files merge into one dataset (same dimensionality and size; label names 
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,8 +53,8 @@ def read_medmnist(npz_path: Path) -> tuple[dict[str, np.ndarray], list[str], int
     try:
         npz = np.load(npz_path, allow_pickle=False)
         arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"not a readable .npz ({' '.join(str(exc).split())[:120]})", path=npz_path) from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise InputError(f"not a readable .npz ({' '.join(str(exc).split())[:120] or type(exc).__name__})", path=npz_path) from None
     splits = [s for s in ("train", "val", "test") if f"{s}_images" in arrays]
     if not splits:
         raise InputError("no '<split>_images' arrays (expected MedMNIST keys train_images, ...)", path=npz_path)
@@ -63,7 +65,9 @@ def read_medmnist(npz_path: Path) -> tuple[dict[str, np.ndarray], list[str], int
         images, labels = arrays[f"{split}_images"], arrays.get(f"{split}_labels")
         if images.ndim - 1 != ndim or images.shape[1:] != arrays[f"{splits[0]}_images"].shape[1:]:
             raise InputError(f"'{split}_images' has shape {list(images.shape)}, inconsistent with the other splits", path=npz_path)
-        if labels is not None and len(labels) != len(images):
+        if labels is None:
+            raise InputError(f"'{split}_images' without '{split}_labels' (MedMNIST files label every split)", path=npz_path)
+        if len(labels) != len(images):
             raise InputError(f"'{split}_labels' has {len(labels)} rows for {len(images)} images", path=npz_path)
         if images.size and not np.all(np.isfinite(images)):
             raise InputError(f"'{split}_images' holds NaN or inf", path=npz_path)

@@ -33,6 +33,7 @@ from imgsynth.data.transforms import FOV, apply_chain
 from imgsynth.data.volume import Volume, check_volume, short_message
 from imgsynth.errors import ImgsynthError, InputError
 from imgsynth.utils.io import atomic_write_json
+from imgsynth.utils.log import quiet_input_warnings
 
 WORK = ".work"
 
@@ -235,7 +236,8 @@ def preprocess_minibatch(
         if done.is_file():
             results.append(json.loads(done.read_text(encoding="utf-8")))
             continue
-        result = process_unit(unit, cfg, out, dataset_intensity)
+        with quiet_input_warnings():
+            result = process_unit(unit, cfg, out, dataset_intensity)
         atomic_write_json(done, result)
         results.append(result)
     return results
@@ -256,7 +258,8 @@ def stats_minibatch(
             continue
         if not target.is_file():
             try:
-                vol = load_unit(unit, cfg)
+                with quiet_input_warnings():
+                    vol = load_unit(unit, cfg)
             except ImgsynthError as exc:
                 out.append({"uid": unit.uid, "error": str(exc)})
                 continue

@@ -27,10 +27,13 @@ from imgsynth.data.dicom import FileHeader, frames_to_json, group_series, scan_f
 from imgsynth.data.nifti import is_nifti, strip_suffix
 from imgsynth.data.volume import Volume
 from imgsynth.errors import InputError, UsageError
+from imgsynth.utils.log import get_logger, quiet_input_warnings
 
 TEMPLATE_PREFIX = "nilearn:"
 TEMPLATES = ("mni152",)
 UnitKind = Literal["dicom", "nifti", "template"]
+
+log = get_logger("data")
 
 
 @dataclass
@@ -83,7 +86,8 @@ def parse_template(spec: str) -> tuple[str, int]:
 # Discovery
 # ---------------------------------------------------------------------------------------------
 def _scan_batch(paths: list[str], keywords: tuple[str, ...]) -> list[FileHeader | None]:
-    return [scan_file(p, keywords) for p in paths]
+    with quiet_input_warnings():
+        return [scan_file(p, keywords) for p in paths]
 
 
 def _walk(root: Path) -> list[Path]:
@@ -125,7 +129,10 @@ def discover(inputs: list[str], cfg: PreprocessConfig, *, workers: int = 1) -> t
                     continue  # a mask channel file beside its image
                 units.append(_nifti_unit(f, base, cfg))
             elif f.suffix.lower() == ".npz":
-                raise UsageError(f"{f}: a MedMNIST .npz cannot be merged with DICOM/NIfTI inputs; preprocess it on its own")
+                if root.is_file():
+                    raise UsageError(f"{f}: a MedMNIST .npz cannot be merged with DICOM/NIfTI inputs; preprocess it on its own")
+                ignored += 1  # inside a folder, like any other file that is neither DICOM nor NIfTI
+                log.info("%s: a .npz inside a folder is not read (give a MedMNIST .npz as an input of its own)", f)
             else:
                 dicom_files.append((f, base))
     if dicom_files:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -39,6 +41,15 @@ def setup_logging(level: int = logging.INFO) -> None:
         root.addHandler(handler)
         root.propagate = False
         _configured = True
+
+
+@contextlib.contextmanager
+def quiet_input_warnings() -> Iterator[None]:
+    """Silence the warnings readers raise about an input (pydicom, nibabel, numpy casts): they
+    quote values and paths, and an input that matters is refused with a one-line reason anyway."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def progress(

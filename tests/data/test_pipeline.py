@@ -435,15 +435,30 @@ def test_ct_slices_range_step_and_empty_filter(tmp_path: Path) -> None:
 def test_medmnist_inputs_merge_and_bad_npz_is_listed(shared_data: Path, tmp_path: Path) -> None:
     bad = tmp_path / "broken.npz"
     bad.write_bytes(b"PK not a zip")
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(b"PK\x03\x04garbage")  # a zip header, then nothing readable
     a = shared_data / "medmnist" / "pneumoniamnist.npz"
+    unlabelled = tmp_path / "unlabelled.npz"
+    np.savez(unlabelled, train_images=np.load(a)["train_images"][:5])
     b = shared_data / "medmnist" / "balanced-subset" / "pneumoniamnist.npz"
     out = tmp_path / "out"
-    code = main(["preprocess", str(a), str(b), str(bad), str(out), "--config", "preprocess_medmnist", "--set", "medmnist.max_per_split=3"])
+    code = main(["preprocess", str(a), str(cut), str(b), str(bad), str(unlabelled), str(out), "--config",
+                 "preprocess_medmnist", "--set", "medmnist.max_per_split=3"])
     assert code == 3
     ds = Dataset.read(out)
     assert ds.info.shape == [1, 32, 32] and ds.info.splits == {"train": 6, "val": 6, "test": 6}
     assert {r["id"].rsplit("-", 2)[0] for r in ds.rows} == {"pneumoniamnist", "pneumoniamnist-2"}
-    assert "not a readable .npz" in errors_of(out)[0]["reason"]
+    reasons = {e["input"]: e["reason"] for e in errors_of(out)}
+    assert reasons["broken.npz"].startswith("not a readable .npz") and reasons["cut.npz"].startswith("not a readable .npz")
+    assert reasons["unlabelled.npz"] == "'train_images' without 'train_labels' (MedMNIST files label every split)"
+
+
+def test_npz_inside_a_dicom_tree_is_ignored_like_other_files(shared_data: Path, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    shutil.copytree(shared_data / "dicom-series", tree, ignore=shutil.ignore_patterns("*.md", "*.json", "*.txt"))
+    shutil.copy(shared_data / "medmnist" / "pneumoniamnist.npz", tree / "notes.npz")
+    result = preprocess([tree], tmp_path / "out", "preprocess_native")
+    assert len(result.dataset.rows) == 1
 
 
 def test_builtin_preprocess_configs_validate_and_api_is_importable() -> None:
