@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from pydicom.datadict import get_entry
+from pydicom.datadict import dictionary_VR, get_entry
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -117,6 +117,16 @@ class Outcome:
 
 
 _STRING_VRS = frozenset({*TEXT_VRS, "DA", "DT", "TM", "UI", "DS", "IS"})
+_BINARY_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN", "OB or OW"})
+_PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})  # Float, Double Float and Pixel Data
+
+
+def _dictionary_vr(t: int) -> str:
+    """The data dictionary's VR of a tag; UN for private and unknown tags."""
+    try:
+        return dictionary_VR(t)
+    except KeyError:
+        return "UN"
 
 
 def _value(ds: Dataset, t: int, elem: DataElement | RawDataElement, vr: str, st: FileState) -> object:
@@ -243,6 +253,7 @@ class Deidentifier:
         self._walk(ds, state, (), patient_key)
         state.needles.prune()
         self._clean_text(state)
+        self._check_binary(ds, state)
         self._mark(ds, pixels_cleaned)
         return Outcome(dict(state.counts), state.warnings, state.uids, state.pseudonyms)
 
@@ -300,12 +311,31 @@ class Deidentifier:
             if action == "K" and vr != "SQ":  # most elements: kept as read
                 counts["K"] += 1
                 continue
+            if vr == "SQ" and action in ("X", "Z"):  # its values are gone, but may be echoed elsewhere
+                self._collect_needles(ds[t].value, st, entry.keyword or f"{t:08X}")
             if action in ("Z", "D") and (t == PATIENT_ID or (t == PATIENT_NAME and patient_key is not None)):
                 self._pseudonymise(ds, t, vr, st, patient_key)  # a dummy value that stays the same per patient
                 continue
             self._apply(ds, t, elem, vr, action, entry, st, parents, dummy_text)
         if private:
             self._private(ds, private, st)
+
+    def _collect_needles(self, items: Sequence, st: FileState, keyword: str) -> None:
+        """The identifying values inside the items of a sequence being removed or emptied, at any
+        depth, so that the text kept elsewhere is cleaned of them too."""
+        contexts = (f"in:{keyword}", *st.contexts)
+        for item in items or ():
+            for tag, elem in list(item._dict.items()):
+                t = int(tag)
+                if t >> 16 & 1 or t & 0xFFFF == 0:
+                    continue  # private (removed with the item) and group lengths
+                if isinstance(elem, RawDataElement) and elem.value is None:
+                    elem = item.get_item(tag)
+                entry, vr, action = self._decide(t, elem, contexts, False)
+                if vr == "SQ":
+                    self._collect_needles(item[t].value, st, entry.keyword or f"{t:08X}")
+                elif entry.kind is not None and action != "K" and not entry.retained_by & self.options:
+                    st.needles.add_value(vr, _value(item, t, elem, vr, st), Needle(entry.kind, entry.keyword, entry.retained_by))
 
     def _decide(
         self, t: int, elem: DataElement | RawDataElement, contexts: tuple[str, ...], dummy_text: bool
@@ -451,6 +481,27 @@ class Deidentifier:
         elif vr in TEXT_VRS:
             st.to_clean.append((ds, t, vr, True, needs_value))
 
+    def _check_binary(self, ds: Dataset, st: FileState) -> None:
+        """Refuse a file whose kept binary elements (lookup tables, waveforms, documents, ...; pixel
+        data aside) hold one of its identifying values: bytes cannot be cleaned like text."""
+        if not st.needles:
+            return
+        codecs = [st.text_codec]
+        for tag, elem in ds._dict.items():
+            t = int(tag)
+            vr = elem.VR or _dictionary_vr(t)  # (implicit VR: the element's VR is the dictionary's)
+            if vr == "SQ" or (isinstance(elem, DataElement) and isinstance(elem.value, Sequence)):
+                for item in ds[t].value or ():
+                    self._check_binary(item, st)
+                continue
+            if vr not in _BINARY_VRS or t in _PIXEL_TAGS:
+                continue
+            data = elem.value
+            if isinstance(data, bytes) and data:
+                for _offset, needle in st.needles.find_bytes(data, self.options, codecs):
+                    raise InputError(f"({t >> 16:04X},{t & 0xFFFF:04X}) holds the value of {needle.source or needle.kind} "
+                                     "in binary data, which cannot be cleaned")
+
     def _clean_text(self, st: FileState) -> None:
         """Remove the file's identifying values from the text kept (and patterns from descriptors)."""
         for ds, t, vr, descriptor, needs_value in st.to_clean:
@@ -460,7 +511,7 @@ class Deidentifier:
             if not descriptor and not st.needles:
                 continue
             if isinstance(elem, RawDataElement) and st.simple_charset and elem.value is not None:
-                raw_text = elem.value.decode("latin-1")
+                raw_text = elem.value.decode(st.text_codec, "replace")
                 if not descriptor and not st.needles.find_text(raw_text):
                     continue
             value = ds[t].value

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Iterator
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -43,6 +44,7 @@ PLACEHOLDERS = frozenset(
 _TOKEN = re.compile(r"\d+(?:\.\d+)+|[^\W_]+")
 _TOKEN_BYTES = re.compile(rb"\d+(?:\.\d+)+|[A-Z0-9]+")
 _UID_LIKE = re.compile(r"^\d+(?:\.\d+)+$")
+_COMPOUND = re.compile(r"[-'\u2019]")  # joins the parts of a double-barrelled or O'- name
 # Patterns removed from descriptors under Clean Descriptors (in addition to the file's own values).
 _DESCRIPTOR_PATTERNS = re.compile(
     r"\b\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}\b"  # dates such as 2004-08-26, 26/08/2004
@@ -190,8 +192,12 @@ class NeedleIndex:
             elif vr == "PN":
                 for group in text.split("="):
                     parts = [tuple(tokens(c)) for c in group.split("^")]
-                    for part in parts if self.given_names_alone else parts[:1]:
+                    components = group.split("^")
+                    for k, part in enumerate(parts if self.given_names_alone else parts[:1]):
                         self.add_tokens(part, needle)
+                        pieces = _COMPOUND.split(components[k])
+                        for piece in pieces if len(pieces) > 1 else ():  # O'BRIEN-SMYTHE: BRIEN, SMYTHE too
+                            self.add_tokens(tuple(tokens(piece)), needle)
                     if len(parts) > 1 and parts[0] and parts[1]:  # "John Smith" and "Smith John" as written in text
                         self.add_tokens(parts[1] + parts[0], needle)
                         self.add_tokens(parts[0] + parts[1], needle)
@@ -257,8 +263,11 @@ class NeedleIndex:
         needle = self.uids.get(value.strip().rstrip("\x00").upper())
         return needle if needle is not None and needle.applies(options) else None
 
-    def find_bytes(self, data: bytes, options: frozenset[Option] = frozenset()) -> Iterator[tuple[int, Needle]]:
-        """Offsets of identifying values in raw bytes (ASCII tokens; non-ASCII values by their UTF-8 bytes)."""
+    def find_bytes(
+        self, data: bytes, options: frozenset[Option] = frozenset(), codecs: Sequence[str] = ()
+    ) -> Iterator[tuple[int, Needle]]:
+        """Offsets of identifying values in raw bytes: ASCII tokens, and non-ASCII values in UTF-8
+        and in each of ``codecs`` (the Python codecs of the file's character sets, e.g. Latin-1)."""
         upper = data.upper()
         found = [(m.start(), m.group().decode("ascii")) for m in _TOKEN_BYTES.finditer(upper)]
         for i, (start, tok) in enumerate(found):
@@ -270,11 +279,18 @@ class NeedleIndex:
                 if tuple(t for _, t in found[i : i + len(toks)]) == toks and n.applies(options):
                     yield start, n
                     break
-        for text, needle in self.wide.items():
-            if needle.applies(options):
-                pos = data.find(text.encode("utf-8"))
+        wide = [(text, needle) for text, needle in self.wide.items() if needle.applies(options)]
+        if not wide:
+            return
+        for codec in dict.fromkeys(("utf-8", *codecs)):
+            try:
+                decoded = data.decode(codec, errors="replace").upper()
+            except LookupError:
+                continue
+            for text, needle in wide:
+                pos = decoded.find(text)
                 if pos >= 0:
-                    yield pos, needle
+                    yield len(decoded[:pos].encode(codec, errors="replace")), needle
 
 
 @functools.lru_cache(maxsize=1)
@@ -309,6 +325,20 @@ def values_of(value: object) -> list[str]:
     if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
         return [str(v) for v in value]
     return [str(value)]
+
+
+def text_codecs(charsets: object) -> list[str]:
+    """Python codecs of a Specific Character Set value (none for the default repertoire or an
+    unknown term: ASCII and UTF-8 are searched anyway)."""
+    from pydicom.charset import convert_encodings
+
+    terms = [str(v).strip() for v in values_of(charsets) if str(v).strip()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unknown terms: pydicom warns and falls back to ASCII
+        try:
+            return [c for c in convert_encodings(terms) if c not in ("iso8859", "ascii")] if terms else []
+        except (LookupError, ValueError):
+            return []
 
 
 def keeps_class_uid(keyword: str) -> bool:

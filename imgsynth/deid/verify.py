@@ -37,6 +37,7 @@ from imgsynth.deid.phi import (
     keeps_class_uid,
     row_kind,
     standard_words,
+    text_codecs,
     values_of,
 )
 from imgsynth.deid.profile import CODE_OPTIONS, Option, load_table
@@ -217,7 +218,8 @@ def scan_output(path: Path, rel: str, index: NeedleIndex, *, mirror: bool = Fals
     data = path.read_bytes()
     for start, end in sorted(_raw_ranges_to_skip(path), reverse=True):
         data = data[:start] + b" " * 0 + data[end:]
-    for offset, needle in index.find_bytes(data, options):
+    codecs = text_codecs(ds.get("SpecificCharacterSet")) if ds is not None else []
+    for offset, needle in index.find_bytes(data, options, codecs):
         key = (f"raw:{needle.kind}", needle.source)
         hits.setdefault(key, VerifyHit(rel, f"raw bytes @{offset}", str(needle.kind), needle.source))
     for part in () if mirror else Path(rel).parts:

@@ -238,3 +238,41 @@ def test_config_overrides_take_precedence(keyring) -> None:  # noqa: ANN001
     assert out.PatientName.family_name.startswith("ANON")
     with pytest.raises(ConfigError, match="not a DICOM keyword"):
         _deid(make_ct(), keyring, actions={"PatientNmae": "K"})
+
+
+def test_values_of_a_removed_sequence_are_cleaned_from_kept_text(keyring) -> None:  # noqa: ANN001
+    ds = make_ct(ConvolutionKernel="RPID55667788")  # unlisted text echoing an identifier
+    request = Dataset()
+    request.RequestedProcedureID = "RPID55667788"
+    ds.RequestAttributesSequence = Sequence([request])  # X: removed with everything in it
+    out = _deid(ds, keyring)
+    assert "RequestAttributesSequence" not in out and "RPID55667788" not in _strings(out)
+
+
+def test_ideographic_and_compound_names_are_cleaned_from_kept_text(keyring) -> None:  # noqa: ANN001
+    ds = make_ct(SpecificCharacterSet="ISO_IR 192", PatientName="YAMADAKUN^TARO=山田花子^太郎=やまだ^たろう",
+                 ConvolutionKernel="山田花子 B30f")
+    out = _deid(ds, keyring)
+    assert "山田花子" not in _strings(out) and "B30F" in _strings(out)
+    out = _deid(make_ct(PatientName="O'BRIEN-SMYTHE^MARY ANNE", BodyPartExamined="SMYTHE"), keyring)
+    assert "SMYTHE" not in _strings(out)
+
+
+@pytest.mark.parametrize("charset", ["ISO_IR 100", ""])
+def test_identifying_values_in_kept_binary_data_refuse_the_file(keyring, charset: str) -> None:  # noqa: ANN001
+    from imgsynth.errors import InputError
+
+    name = "MÜLLERSOHN^JÖRGEN" if charset else "RICHARDSON^GWENDOLYN"
+    ds = make_ct(SpecificCharacterSet=charset, PatientName=name)
+    ds.add_new(0x00281201, "OW", (name + " ").encode("latin-1"))  # a palette lookup table holding the name
+    with pytest.raises(InputError, match=r"\(0028,1201\) holds the value of PatientName in binary data"):
+        _deid(ds, keyring)
+    lut = Dataset()
+    lut.LUTDescriptor = [4, 0, 16]
+    lut.add_new(0x00283006, "OW", b"PID7731942 LUT ")  # the patient ID, inside a sequence item
+    ds = make_ct(ModalityLUTSequence=Sequence([lut]))
+    with pytest.raises(InputError, match=r"\(0028,3006\) holds the value of PatientID"):
+        _deid(ds, keyring)
+    ds = make_ct()
+    ds.add_new(0x00281201, "OW", bytes(range(256)) * 4)  # ordinary binary data: kept
+    assert _deid(ds, keyring)[0x00281201].value == bytes(range(256)) * 4

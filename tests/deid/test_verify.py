@@ -99,3 +99,11 @@ def test_report_path_that_is_a_folder_is_refused_before_the_scan(tmp_path: Path,
     for report in (tmp_path, tmp_path / "missing" / "verify.json"):
         with pytest.raises(UsageError, match="give a file name in an existing folder"):
             verify_tree(tmp_path / "out", inp, report=report)
+
+
+def test_finds_a_non_ascii_name_in_raw_bytes_of_the_files_character_set(tmp_path: Path, keyring) -> None:  # noqa: ANN001
+    ds = make_ct(SpecificCharacterSet="ISO_IR 100", PatientName="MÜLLERSOHN^JÖRGEN")
+    inp, out = _one(tmp_path, keyring, ds)
+    _tamper(out, lambda d: d.add_new(0x00281201, "OW", "müllersohn ".encode("latin-1")))
+    report = verify_tree(tmp_path / "out", inp)
+    assert any(h.where.startswith("raw bytes") and h.source == "PatientName" for h in report.hits)
