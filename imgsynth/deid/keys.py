@@ -113,8 +113,11 @@ def load_keyring(
         raise UsageError("give either --key-file or --new-key, not both")
     if key_file is not None:
         path = Path(key_file)
+        if path.is_dir():
+            raise UsageError(f"--key-file {path} is a folder: give the key file itself")
         if not path.is_file():
-            raise UsageError(f"key file not found: {path} (create one with --new-key FILE)")
+            what = "not a regular file" if path.exists() else "key file not found"
+            raise UsageError(f"{what}: {path} (create a key file with --new-key FILE)")
         return Keyring(path.read_bytes())
     if new_key is not None:
         path = Path(new_key)

@@ -79,3 +79,12 @@ def test_new_key_is_random(tmp_path: Path) -> None:
     assert a.fingerprint != b.fingerprint
     assert len((tmp_path / "a").read_text().strip()) == 64
     assert os.stat(tmp_path / "a").st_size == 65
+
+
+def test_key_file_that_is_not_a_file_is_named_as_such(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="is a folder: give the key file itself"):
+        load_keyring(key_file=tmp_path, environ={})
+    with pytest.raises(UsageError, match="^not a regular file: /dev/null"):
+        load_keyring(key_file="/dev/null", environ={})
+    with pytest.raises(UsageError, match="^key file not found"):
+        load_keyring(key_file=tmp_path / "missing.key", environ={})
