@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -73,6 +75,10 @@ def print_summary(out: Any, result: Any, shown_root: str) -> None:
         table.add_row(*row)
     out.print(table)
     out.print("Re-run one stage alone on these folders:", highlight=False)
+    if shutil.which("imgsynth") is None:  # e.g. run as .venv/bin/imgsynth without activating .venv
+        bin_dir = Path(sys.executable).parent
+        out.print(f"  (imgsynth is not on your PATH: first `source {bin_dir / 'activate'}`, or call {bin_dir / 'imgsynth'})",
+                  highlight=False, soft_wrap=True, markup=False)
     for _, commands in result.commands:
         for command in commands:
             out.print(f"  {command}", highlight=False, soft_wrap=True, markup=False)
