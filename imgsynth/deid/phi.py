@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import cast
 
 from pydicom.valuerep import PersonName
 
@@ -43,6 +44,9 @@ PLACEHOLDERS = frozenset(
 
 _TOKEN = re.compile(r"\d+(?:\.\d+)+|[^\W_]+")
 _TOKEN_BYTES = re.compile(rb"\d+(?:\.\d+)+|[A-Z0-9]+")
+_TOKEN_CHARS = re.compile(rb"[A-Z0-9.]")
+_TOKEN_RUN = re.compile(rb"[A-Z0-9.]*\Z")  # the token characters just before a place
+_MAX_BACK = 256  # how far back a token may start (longer runs: tokenized from the start of the data)
 _UID_LIKE = re.compile(r"^\d+(?:\.\d+)+$")
 _COMPOUND = re.compile(r"[-'\u2019]")  # joins the parts of a double-barrelled or O'- name
 # Patterns removed from descriptors under Clean Descriptors (in addition to the file's own values).
@@ -146,13 +150,28 @@ class NeedleIndex:
         self.wide: dict[str, Needle] = {}  # non-ASCII values, for the raw-byte scan
         self.vocabulary: set[tuple[str, ...]] = set()
         self._probes: frozenset[str] | None = None
+        self._byte_probes: tuple[tuple[bytes, ...], dict[str, list[bytes] | None]] = ((), {})
 
     @property
     def probes(self) -> frozenset[str]:
         """Substrings that any match contains (rebuilt after each change of the index)."""
         if self._probes is None:
             self._probes = frozenset((*self.single, *self.multi, *self.uids, *self.dates))
+            ascii_probes = tuple(p.encode("ascii") for p in self._probes if p.isascii())
+            # Of a non-ASCII value, its longest ASCII run (compared in upper case), else its own
+            # encodings in both cases (scripts without case: one of them).
+            self._byte_probes = ascii_probes, {
+                text: [run.encode("ascii")] if len(run := max(re.findall(r"[A-Z0-9]+", text) or [""], key=len)) >= 3
+                else None for text in self.wide
+            }
         return self._probes
+
+    def _may_hold(self, upper: bytes, data: bytes, text: str, codec: str) -> bool:
+        """Cheap pre-check of :meth:`find_bytes`: can ``data`` hold the non-ASCII value ``text``?"""
+        runs = self._byte_probes[1].get(text)
+        if runs is not None:
+            return all(r in upper for r in runs)
+        return any(t.encode(codec, errors="ignore") in data for t in (text, text.lower()) if t)
 
     def __len__(self) -> int:
         return len(self.single) + sum(len(v) for v in self.multi.values()) + len(self.uids) + len(self.dates)
@@ -269,28 +288,56 @@ class NeedleIndex:
         """Offsets of identifying values in raw bytes: ASCII tokens, and non-ASCII values in UTF-8
         and in each of ``codecs`` (the Python codecs of the file's character sets, e.g. Latin-1)."""
         upper = data.upper()
-        found = [(m.start(), m.group().decode("ascii")) for m in _TOKEN_BYTES.finditer(upper)]
-        for i, (start, tok) in enumerate(found):
+        self.probes  # noqa: B018  (builds the byte probes)
+        # A match starts where a probe does: tokenize from just before each such place, not the whole
+        # of the data (tokens never span a byte outside [A-Z0-9.], so tokenizing can start after one).
+        starts = sorted({i for p in self._byte_probes[0] for i in _occurrences(upper, p)})
+        longest = max((len(t) for entries in self.multi.values() for t, _ in entries), default=1)
+        for pos in starts:
+            low = max(0, pos - _MAX_BACK)
+            begin = cast(re.Match, _TOKEN_RUN.search(upper, low, pos)).start()  # (matches, if only at pos)
+            if begin == low and low > 0 and _TOKEN_CHARS.match(upper, low - 1):
+                begin = 0  # a longer run of token characters: tokenize from the start
+            found: list[tuple[int, str]] = []
+            for m in _TOKEN_BYTES.finditer(upper, begin):
+                if m.start() < pos:
+                    continue
+                found.append((m.start(), m.group().decode("ascii")))
+                if found[0][0] != pos or len(found) >= longest:
+                    break
+            if not found or found[0][0] != pos:
+                continue  # the probe lies inside a longer token
+            tok = found[0][1]
             needle = self.single.get(tok) or self.uids.get(tok) or (self.dates.get(tok[:8]) if len(tok) == 8 or (len(tok) >= 10 and tok[:8].isdigit()) else None)
             if needle is not None and needle.applies(options):
-                yield start, needle
+                yield pos, needle
                 continue
             for toks, n in self.multi.get(tok, ()):
-                if tuple(t for _, t in found[i : i + len(toks)]) == toks and n.applies(options):
-                    yield start, n
+                if tuple(t for _, t in found[: len(toks)]) == toks and n.applies(options):
+                    yield pos, n
                     break
         wide = [(text, needle) for text, needle in self.wide.items() if needle.applies(options)]
         if not wide:
             return
         for codec in dict.fromkeys(("utf-8", *codecs)):
             try:
+                candidates = [(t, n) for t, n in wide if self._may_hold(upper, data, t, codec)]
+                if not candidates:
+                    continue
                 decoded = data.decode(codec, errors="replace").upper()
             except LookupError:
                 continue
-            for text, needle in wide:
+            for text, needle in candidates:
                 pos = decoded.find(text)
                 if pos >= 0:
                     yield len(decoded[:pos].encode(codec, errors="replace")), needle
+
+
+def _occurrences(data: bytes, probe: bytes) -> Iterator[int]:
+    i = data.find(probe)
+    while i >= 0:
+        yield i
+        i = data.find(probe, i + 1)
 
 
 @functools.lru_cache(maxsize=1)
