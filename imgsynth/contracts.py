@@ -643,8 +643,8 @@ def read_audit(folder: str | Path) -> list[AuditRecord]:
 
 
 def append_audit(folder: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
-    for rec in records:
-        append_jsonl(Path(folder) / DEID_AUDIT, dict(rec))
+    """Append audit lines (one mini-batch's) to ``audit.jsonl`` in one write."""
+    append_jsonl(Path(folder) / DEID_AUDIT, *(dict(rec) for rec in records))
 
 
 def write_audit(folder: str | Path, records: Iterable[Mapping[str, Any]], *, name: str = DEID_AUDIT) -> Path:

@@ -48,13 +48,13 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def append_jsonl(path: str | Path, obj: Any) -> None:
-    """Append one JSON object as a line (flushed), creating the file if needed."""
+def append_jsonl(path: str | Path, *objs: Any) -> None:
+    """Append JSON objects, one per line, in one write (flushed), creating the file if needed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(obj, sort_keys=False, default=str) + "\n"
+    lines = "".join(json.dumps(obj, sort_keys=False, default=str) + "\n" for obj in objs)
     with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line)
+        fh.write(lines)
         fh.flush()
 
 
