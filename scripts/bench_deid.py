@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             print("dicognito not installed (pip install dicognito): skipped")
         seconds: dict[str, float] = {}
         cpu: dict[str, float] = {}
+        rounds: dict[str, list[float]] = {}
         # Contenders take turns, --repeats rounds, each from a flushed page cache of written files
         # (os.sync: whoever runs after 600 MB of writes would otherwise pay for their write-back);
         # the order reverses every round (this VM slows down as rounds go on: no contender gets
@@ -169,12 +170,15 @@ def main(argv: list[str] | None = None) -> int:
                 cpu0, t0 = _cpu_seconds(), time.perf_counter()
                 fn(files, out)
                 wall = time.perf_counter() - t0
+                rounds.setdefault(name, []).append(wall)
                 if wall < seconds.get(name, float("inf")):
                     seconds[name], cpu[name] = wall, _cpu_seconds() - cpu0
                 shutil.rmtree(out)
         for name, _fn in contenders:
             print(f"{name:28s} {len(files) / seconds[name]:8.1f} files/s {mb / seconds[name]:8.1f} MB/s"
                   f" ({seconds[name]:.1f} s wall, {1000 * cpu[name] / len(files):.2f} ms CPU per file)")
+        for name, _fn in contenders:
+            print(f"  {name:26s} seconds per round: {' '.join(f'{w:.1f}' for w in rounds[name])}")
         speed = {k: len(files) / v for k, v in seconds.items()}
         one = speed["imgsynth deid, 1 worker"]
         print(f"ratio imgsynth(1 worker) / bare loop:  {one / speed['bare pydicom read+write']:.2f}  (target >= 0.85)")
