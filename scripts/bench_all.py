@@ -48,7 +48,7 @@ BENCHES = (
     Bench("deid", "bench_deid.py", ("--files", "2000", "--repeats", "2"), ("pydicom",)),
     Bench("preprocess", "bench_preprocess.py", ("--repeats", "1", "--loader-repeats", "3"), ("chris_t1", "mni152")),
     Bench("train", "bench_train.py", ("--steps", "16", "--reps", "1", "--ddpm-steps", "250"), ("pneumonia",)),
-    Bench("stylegan2", "bench_stylegan2.py", ("--resolutions", "32", "64", "--repeats", "1"), ("pneumonia",)),
+    Bench("stylegan2", "bench_stylegan2.py", ("--resolutions", "32", "64", "--repeats", "3"), ("pneumonia",)),
     Bench("generate", "bench_generate.py", ("--images", "8"), ()),
     Bench("evaluate", "bench_evaluate.py", ("--synthetic", "1000", "--features", "1000"), ("pneumonia",)),
     Bench("review", "bench_review.py", ("--cases", "20", "--readers", "2", "--size3d", "64"), ("pneumonia",)),
