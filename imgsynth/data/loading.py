@@ -5,7 +5,8 @@ categorical conditions as a ``long`` class index, continuous ones scaled from th
 ``range`` to [-1, 1] as a ``float`` scalar, masks as ``float`` arrays ``[channels, *spatial]``.
 Loaded arrays are cached (MONAI ``CacheDataset`` in memory or ``PersistentDataset`` on disk);
 random augmentations run after the cache, so they differ per epoch while loading happens once
-(:class:`TrainAugment`, or any callable: it is never cached).
+(:class:`TrainAugment`, or any callable: it is never cached). A memory cache also makes the
+process keep freed batch memory for reuse (:func:`imgsynth.utils.memory.reuse_freed_memory`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from monai.transforms.traits import RandomizableTrait
 
 from imgsynth.contracts import Condition, Dataset, DatasetInfo, load_item
 from imgsynth.errors import ContractError
+from imgsynth.utils.memory import reuse_freed_memory
 
 CacheKind = Literal["memory", "disk", "none"]
 
@@ -164,6 +166,7 @@ def item_dataset(
     if isinstance(augment, TrainAugment):
         augment.set_random_state(augment.seed)  # Compose reseeds its members from MONAI's global seed
     if cache == "memory":
+        reuse_freed_memory()  # each new batch reuses the last one's memory: no fresh pages to fault in
         return CacheDataset(data, transform=transform, progress=False, num_workers=0)
     if cache == "disk":
         if cache_dir is None:

@@ -161,3 +161,24 @@ def test_three_d_items_load(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(vol, np.eye(4)), str(tmp_path / "in" / "v.nii.gz"))
     ds = item_dataset(preprocess([tmp_path / "in"], tmp_path / "out").out_dir, None)
     assert ds[0]["image"].shape == (1, 8, 9, 10) and ds[0]["cond"] == {}
+
+
+def test_memory_cache_makes_the_process_reuse_freed_batches(chest: Dataset) -> None:
+    import platform
+    import resource
+
+    from imgsynth.utils import memory
+
+    item_dataset(chest, "train", cache="memory")
+    if platform.libc_ver()[0] != "glibc":
+        assert memory.reuse_freed_memory() is False
+        return
+    assert memory.reuse_freed_memory() is True  # set once, by the memory cache
+    # A freed 16 MiB block is reused by the next one of its size: fresh pages are faulted in at most
+    # once more (4096 faults a block), not for each of the 8 blocks (32768).
+    for _ in range(2):
+        torch.empty(4 << 20).fill_(1.0)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(8):
+        torch.empty(4 << 20).fill_(1.0)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before < 2 * 4096
