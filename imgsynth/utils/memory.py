@@ -46,7 +46,7 @@ def _mallopt(param: int, value: int) -> bool:
         libc = ctypes.CDLL(None)  # the C library this process already runs on
         libc.gnu_get_libc_version  # noqa: B018  (glibc only: elsewhere mallopt is absent or a no-op)
         mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # (no C library to open by None on Windows)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return mallopt(param, value) == 1
