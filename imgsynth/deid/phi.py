@@ -150,7 +150,7 @@ class NeedleIndex:
         self.wide: dict[str, Needle] = {}  # non-ASCII values, for the raw-byte scan
         self.vocabulary: set[tuple[str, ...]] = set()
         self._probes: frozenset[str] | None = None
-        self._byte_probes: tuple[tuple[bytes, ...], dict[str, list[bytes] | None]] = ((), {})
+        self._byte_probes: tuple[tuple[bytes, ...], dict[str, bytes | None]] = ((), {})
 
     @property
     def probes(self) -> frozenset[str]:
@@ -161,16 +161,22 @@ class NeedleIndex:
             # Of a non-ASCII value, its longest ASCII run (compared in upper case), else its own
             # encodings in both cases (scripts without case: one of them).
             self._byte_probes = ascii_probes, {
-                text: [run.encode("ascii")] if len(run := max(re.findall(r"[A-Z0-9]+", text) or [""], key=len)) >= 3
+                text: run.encode("ascii") if len(run := max(re.findall(r"[A-Z0-9]+", text) or [""], key=len)) >= 3
                 else None for text in self.wide
             }
         return self._probes
 
+    @property
+    def byte_probes(self) -> tuple[tuple[bytes, ...], dict[str, bytes | None]]:
+        """:attr:`probes` for raw bytes: the ASCII ones encoded, and a probe per non-ASCII value."""
+        self.probes  # noqa: B018  (rebuilt with the probes)
+        return self._byte_probes
+
     def _may_hold(self, upper: bytes, data: bytes, text: str, codec: str) -> bool:
         """Cheap pre-check of :meth:`find_bytes`: can ``data`` hold the non-ASCII value ``text``?"""
-        runs = self._byte_probes[1].get(text)
-        if runs is not None:
-            return all(r in upper for r in runs)
+        run = self.byte_probes[1].get(text)
+        if run is not None:
+            return run in upper
         return any(t.encode(codec, errors="ignore") in data for t in (text, text.lower()) if t)
 
     def __len__(self) -> int:
@@ -288,10 +294,9 @@ class NeedleIndex:
         """Offsets of identifying values in raw bytes: ASCII tokens, and non-ASCII values in UTF-8
         and in each of ``codecs`` (the Python codecs of the file's character sets, e.g. Latin-1)."""
         upper = data.upper()
-        self.probes  # noqa: B018  (builds the byte probes)
         # A match starts where a probe does: tokenize from just before each such place, not the whole
         # of the data (tokens never span a byte outside [A-Z0-9.], so tokenizing can start after one).
-        starts = sorted({i for p in self._byte_probes[0] for i in _occurrences(upper, p)})
+        starts = sorted({i for p in self.byte_probes[0] for i in _occurrences(upper, p)})
         longest = max((len(t) for entries in self.multi.values() for t, _ in entries), default=1)
         for pos in starts:
             low = max(0, pos - _MAX_BACK)

@@ -8,6 +8,7 @@ records: ``audit.jsonl`` (one line per input), ``quarantine.jsonl`` and ``report
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import hashlib
@@ -16,7 +17,7 @@ import re
 import shutil
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,16 @@ def _deidentifier(config_json: str, keyring: Keyring):  # noqa: ANN202
     return Deidentifier(DeidConfig.model_validate(json.loads(config_json)), keyring)
 
 
+@contextlib.contextmanager
+def _quiet_reading() -> Iterator[None]:
+    """Lenient reading and writing, and none of pydicom's warnings (they name values and paths)."""
+    from imgsynth.deid.files import lenient_values
+
+    with warnings.catch_warnings(), lenient_values():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def deid_minibatch(items: Sequence[WorkItem | str | Path], job: Job) -> list[dict[str, Any]]:
     """The mini-batch entry: de-identify each file; one result dict per input, never raises.
 
@@ -106,10 +117,7 @@ def deid_minibatch(items: Sequence[WorkItem | str | Path], job: Job) -> list[dic
 
     deid = _deidentifier(json.dumps(job.config, sort_keys=True), job.keyring)
     out = []
-    from imgsynth.deid.files import lenient_values
-
-    with warnings.catch_warnings(), lenient_values():
-        warnings.simplefilter("ignore")  # pydicom's warnings name values and paths: never logged
+    with _quiet_reading():
         for item in items:
             if not isinstance(item, WorkItem):
                 item = work_item(Path(item), job)
@@ -183,12 +191,11 @@ def mapping_minibatch(items: Sequence[tuple[WorkItem, str]], job: Job) -> list[l
     with their output path): read again and de-identified in memory, nothing written."""
     import json
 
-    from imgsynth.deid.files import lenient_values, read_dataset
+    from imgsynth.deid.files import read_dataset
 
     deid = _deidentifier(json.dumps(job.config, sort_keys=True), job.keyring)
     out: list[list[tuple[str, str, str]]] = []
-    with warnings.catch_warnings(), lenient_values():
-        warnings.simplefilter("ignore")
+    with _quiet_reading():
         for item, output in items:
             rows = [("file", item.path, output)]
             try:
